@@ -1,0 +1,165 @@
+"""Maven coordinates from conf/packages.toml, and their resolution on this machine.
+
+Spark jars: Spark's own Ivy resolution (spark.jars.packages / spark-submit --packages) reaches
+Maven Central here, so the project uses it, with conf/ivysettings.xml pinning Maven Central as
+the only resolver and the Ivy cache inside the project's cache folder.
+
+Kafka broker jars: resolved by Maven (`mvn dependency:copy-dependencies` on a generated pom)
+into <cache>/kafka/jars, then run with `java -cp`.
+
+CLI (used by spark-submit.sh and .ci/run):
+    python -m shopstream.packages spark-packages [--store delta|snowflake]
+    python -m shopstream.packages ivy-dir
+    python -m shopstream.packages submit-args        # spark-submit arguments, one per line
+    python -m shopstream.packages resolve-spark      # warm the Ivy cache once
+    python -m shopstream.packages resolve-kafka      # fetch the broker's jars
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from shopstream import config as cfg
+
+PACKAGES_FILE = cfg.CONF_DIR / "packages.toml"
+IVY_SETTINGS = cfg.CONF_DIR / "ivysettings.xml"
+
+
+def _packages() -> dict:
+    with PACKAGES_FILE.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def spark_packages(store_type: str = "delta") -> list[str]:
+    """Coordinates Spark needs for a job on the given store."""
+    data = _packages()
+    coords = list(data["spark"]["packages"])
+    if store_type == "snowflake":
+        coords += data["snowflake"]["packages"]
+    return coords
+
+
+def kafka_broker_spec() -> dict:
+    return dict(_packages()["kafka_broker"])
+
+
+def cache_dir(conf: cfg.Config | None = None) -> Path:
+    conf = conf or cfg.load()
+    return conf.path("paths.cache")
+
+
+def ivy_dir(conf: cfg.Config | None = None) -> Path:
+    return cache_dir(conf) / "ivy"
+
+
+def kafka_jars_dir(conf: cfg.Config | None = None) -> Path:
+    return cache_dir(conf) / "kafka" / "jars"
+
+
+def spark_ivy_conf(conf: cfg.Config | None = None) -> dict[str, str]:
+    """Spark settings that make --packages resolve through Maven Central into the project cache."""
+    return {
+        "spark.jars.ivySettings": str(IVY_SETTINGS),
+        "spark.jars.ivy": str(ivy_dir(conf)),
+    }
+
+
+def submit_args(conf: cfg.Config) -> list[str]:
+    """spark-submit arguments from conf: --packages, Ivy settings, and every spark.conf entry."""
+    args = ["--packages", ",".join(spark_packages(conf.store_type))]
+    settings = {str(k): str(v) for k, v in conf.get("spark.conf", {}).items()}
+    settings.update(spark_ivy_conf(conf))
+    for key, value in settings.items():
+        if "\n" in key or "\n" in value:
+            raise cfg.ConfigError(f"spark.conf entry {key!r} contains a newline")
+        args += ["--conf", f"{key}={value}"]
+    return args
+
+
+def _broker_pom(artifacts: list[str]) -> str:
+    deps = []
+    for coord in artifacts:
+        group, artifact, version = coord.split(":")
+        deps.append(
+            "<dependency>"
+            f"<groupId>{escape(group)}</groupId><artifactId>{escape(artifact)}</artifactId>"
+            f"<version>{escape(version)}</version></dependency>"
+        )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>shopstream</groupId><artifactId>kafka-broker</artifactId><version>1</version>"
+        "<packaging>pom</packaging><dependencies>" + "".join(deps) + "</dependencies></project>"
+    )
+
+
+def resolve_kafka(conf: cfg.Config | None = None) -> Path:
+    """Fetch the broker's jars with Maven; a no-op when they are already there."""
+    target = kafka_jars_dir(conf)
+    spec = kafka_broker_spec()
+    marker = target / ".resolved"
+    wanted = "\n".join(spec["artifacts"])
+    if marker.is_file() and marker.read_text() == wanted:
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError("Maven (mvn) is not on PATH: it is needed to fetch the Kafka broker's jars")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pom = Path(tmp) / "pom.xml"
+        pom.write_text(_broker_pom(spec["artifacts"]))
+        cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+               f"-DoutputDirectory={target}", "-DincludeScope=runtime"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"Maven could not resolve the Kafka broker jars:\n{result.stdout[-3000:]}")
+    marker.write_text(wanted)
+    return target
+
+
+def resolve_spark(conf: cfg.Config | None = None, store_type: str = "delta") -> None:
+    """Warm the Ivy cache by starting (and stopping) a local session with the packages."""
+    from shopstream.spark import build_session
+
+    spark = build_session(conf or cfg.load(), app_name="shopstream-resolve", store_type=store_type,
+                          extra_conf={"spark.ui.enabled": "false"})
+    spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shopstream.packages")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("spark-packages", help="comma-separated Spark coordinates")
+    p.add_argument("--store", default=None, help="delta or snowflake (default: from conf)")
+    p.add_argument("--env", default=None)
+    sub.add_parser("ivy-dir").add_argument("--env", default=None)
+    sub.add_parser("submit-args").add_argument("--env", default=None)
+    sub.add_parser("resolve-kafka").add_argument("--env", default=None)
+    r = sub.add_parser("resolve-spark")
+    r.add_argument("--env", default=None)
+    r.add_argument("--store", default="delta")
+    args = parser.parse_args(argv)
+    conf = cfg.load(args.env)
+    if args.cmd == "spark-packages":
+        print(",".join(spark_packages(args.store or conf.store_type)))
+    elif args.cmd == "submit-args":
+        print("\n".join(submit_args(conf)))
+    elif args.cmd == "ivy-dir":
+        print(ivy_dir(conf))
+    elif args.cmd == "resolve-kafka":
+        print(resolve_kafka(conf))
+    elif args.cmd == "resolve-spark":
+        resolve_spark(conf, args.store)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""SparkSession factory: config-driven, Delta-enabled, UTC. Call it from main() or a fixture.
+
+Under spark-submit the master, packages and jars are already decided by the launcher
+(spark-submit.sh); this factory then only adds the session-level settings from conf. Run
+directly from Python (tests, a REPL) it also sets the master and spark.jars.packages from
+conf/packages.toml, so both paths load the same jars.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+from shopstream import config as cfg
+from shopstream import packages
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def _under_spark_submit() -> bool:
+    # spark-submit launches the Python driver with the JVM already up and says so here
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def session_conf(conf: cfg.Config, store_type: str | None = None,
+                 extra_conf: dict[str, str] | None = None) -> dict[str, str]:
+    """All settings the factory applies (exposed for tests and spark-submit.sh)."""
+    settings: dict[str, str] = {str(k): str(v) for k, v in conf.get("spark.conf", {}).items()}
+    settings.update(DELTA_CONF)
+    settings["spark.sql.session.timeZone"] = "UTC"
+    settings.update(packages.spark_ivy_conf(conf))
+    settings["spark.jars.packages"] = ",".join(packages.spark_packages(store_type or conf.store_type))
+    settings.update(extra_conf or {})
+    return settings
+
+
+def build_session(conf: cfg.Config, app_name: str | None = None, store_type: str | None = None,
+                  extra_conf: dict[str, str] | None = None, master: str | None = None) -> SparkSession:
+    builder = SparkSession.builder.appName(app_name or conf.get("spark.app_name", "shopstream"))
+    if not _under_spark_submit():
+        builder = builder.master(master or conf.get("spark.master", "local[*]"))
+    for key, value in session_conf(conf, store_type, extra_conf).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SHOPSTREAM_SPARK_LOG_LEVEL", "WARN"))
+    return spark
