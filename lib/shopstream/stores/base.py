@@ -1,0 +1,90 @@
+"""The one store interface the jobs use; Delta (embedded) and Snowflake implement it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+
+@dataclass(frozen=True)
+class MergeBounds:
+    """What the source batch covers: the ON clause is bounded to it (design §4)."""
+
+    dates: tuple[date, ...]
+    min_id: str
+    max_id: str
+
+
+@dataclass(frozen=True)
+class Txn:
+    """An idempotent-write identity: a write with a version <= the recorded one is skipped."""
+
+    app_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    partition_by: str | None = None
+    key: str | None = None
+
+
+class Store(ABC):
+    """Tables by name. Jobs call only these methods and never branch on the store type."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+
+    @abstractmethod
+    def ensure_table(self, spec: TableSpec) -> None:
+        """Create the table if absent (partitioned as the spec says)."""
+
+    @abstractmethod
+    def insert_new(self, spec: TableSpec, source: DataFrame, bounds: MergeBounds,
+                   txn: Txn) -> int | None:
+        """One insert-only MERGE of a deduplicated source on spec.key, bounded by `bounds`.
+
+        Returns the rows inserted, or None when the store recorded `txn` already (skipped).
+        """
+
+    @abstractmethod
+    def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
+        """Append rows; skipped when `txn` was already applied."""
+
+    @abstractmethod
+    def read(self, name: str) -> DataFrame:
+        """The whole table (lazily; callers filter, and partition pruning applies)."""
+
+    @abstractmethod
+    def exists(self, name: str) -> bool:
+        """Whether the table exists."""
+
+    @abstractmethod
+    def replace_partition(self, spec: TableSpec, df: DataFrame, value: date) -> None:
+        """Atomically replace the rows whose partition column equals `value` with `df`."""
+
+    @abstractmethod
+    def upsert(self, spec: TableSpec, source: DataFrame, when_newer: str, columns: list[str]) -> None:
+        """MERGE on spec.key: update matched rows where `when_newer` holds, insert the rest.
+
+        `when_newer` is a SQL condition over aliases t (target) and s (source).
+        """
+
+
+def make_store(store_type: str, spark: SparkSession, conf) -> Store:
+    """The store named by configuration (store.type)."""
+    if store_type == "delta":
+        from shopstream.stores.delta import DeltaStore
+
+        return DeltaStore(spark, conf.path("paths.warehouse"))
+    if store_type == "snowflake":
+        from shopstream.stores.snowflake import SnowflakeStore
+
+        return SnowflakeStore(spark, conf)
+    raise ValueError(f"unknown store type {store_type!r} (expected delta or snowflake)")
