@@ -46,6 +46,14 @@ def spark_packages(store_type: str = "delta") -> list[str]:
     return coords
 
 
+def spark_excludes() -> list[str]:
+    return list(_packages()["spark"].get("excludes", []))
+
+
+def spark_jar_coords() -> list[str]:
+    return list(_packages()["spark"].get("jars", []))
+
+
 def kafka_broker_spec() -> dict:
     return dict(_packages()["kafka_broker"])
 
@@ -63,17 +71,36 @@ def kafka_jars_dir(conf: cfg.Config | None = None) -> Path:
     return cache_dir(conf) / "kafka" / "jars"
 
 
+def spark_jars_dir(conf: cfg.Config | None = None) -> Path:
+    return cache_dir(conf) / "jars"
+
+
+def spark_jars(conf: cfg.Config | None = None) -> list[str]:
+    """Local paths of the plain jars (conf [spark] jars), fetched by Maven if missing."""
+    coords = spark_jar_coords()
+    if not coords:
+        return []
+    target = _maven_copy(coords, spark_jars_dir(conf), transitive=False)
+    return [str(target / f"{c.split(':')[1]}-{c.split(':')[2]}.jar") for c in coords]
+
+
 def spark_ivy_conf(conf: cfg.Config | None = None) -> dict[str, str]:
     """Spark settings that make --packages resolve through Maven Central into the project cache."""
-    return {
+    settings = {
         "spark.jars.ivySettings": str(IVY_SETTINGS),
         "spark.jars.ivy": str(ivy_dir(conf)),
     }
+    if spark_excludes():
+        settings["spark.jars.excludes"] = ",".join(spark_excludes())
+    return settings
 
 
 def submit_args(conf: cfg.Config) -> list[str]:
     """spark-submit arguments from conf: --packages, Ivy settings, and every spark.conf entry."""
     args = ["--packages", ",".join(spark_packages(conf.store_type))]
+    jars = spark_jars(conf)
+    if jars:
+        args += ["--jars", ",".join(jars)]
     settings = {str(k): str(v) for k, v in conf.get("spark.conf", {}).items()}
     settings.update(spark_ivy_conf(conf))
     for key, value in settings.items():
@@ -83,7 +110,7 @@ def submit_args(conf: cfg.Config) -> list[str]:
     return args
 
 
-def _broker_pom(artifacts: list[str]) -> str:
+def _pom(artifacts: list[str]) -> str:
     deps = []
     for coord in artifacts:
         group, artifact, version = coord.split(":")
@@ -94,39 +121,46 @@ def _broker_pom(artifacts: list[str]) -> str:
         )
     return (
         '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-        "<groupId>shopstream</groupId><artifactId>kafka-broker</artifactId><version>1</version>"
+        "<groupId>shopstream</groupId><artifactId>resolve</artifactId><version>1</version>"
         "<packaging>pom</packaging><dependencies>" + "".join(deps) + "</dependencies></project>"
     )
 
 
-def resolve_kafka(conf: cfg.Config | None = None) -> Path:
-    """Fetch the broker's jars with Maven; a no-op when they are already there."""
-    target = kafka_jars_dir(conf)
-    spec = kafka_broker_spec()
+def _maven_copy(artifacts: list[str], target: Path, transitive: bool = True) -> Path:
+    """Copy the artifacts (and, if transitive, their runtime dependencies) into target.
+
+    A no-op when target already holds exactly this list (a marker file records it).
+    """
     marker = target / ".resolved"
-    wanted = "\n".join(spec["artifacts"])
+    wanted = "\n".join(artifacts) + f"\ntransitive={transitive}"
     if marker.is_file() and marker.read_text() == wanted:
         return target
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise RuntimeError("Maven (mvn) is not on PATH: it is needed to fetch the Kafka broker's jars")
+        raise RuntimeError(f"Maven (mvn) is not on PATH: it is needed to fetch {', '.join(artifacts)}")
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:
         pom = Path(tmp) / "pom.xml"
-        pom.write_text(_broker_pom(spec["artifacts"]))
+        pom.write_text(_pom(artifacts))
         cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-               f"-DoutputDirectory={target}", "-DincludeScope=runtime"]
+               f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+               f"-DexcludeTransitive={str(not transitive).lower()}"]
         result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"Maven could not resolve the Kafka broker jars:\n{result.stdout[-3000:]}")
+        raise RuntimeError(f"Maven could not resolve {', '.join(artifacts)}:\n{result.stdout[-3000:]}")
     marker.write_text(wanted)
     return target
 
 
+def resolve_kafka(conf: cfg.Config | None = None) -> Path:
+    """Fetch the local broker's jars with Maven; a no-op when they are already there."""
+    return _maven_copy(kafka_broker_spec()["artifacts"], kafka_jars_dir(conf))
+
+
 def resolve_spark(conf: cfg.Config | None = None, store_type: str = "delta") -> None:
-    """Warm the Ivy cache by starting (and stopping) a local session with the packages."""
+    """Fetch the plain jars and warm the Ivy cache by starting (and stopping) a local session."""
     from shopstream.spark import build_session
 
     spark = build_session(conf or cfg.load(), app_name="shopstream-resolve", store_type=store_type,

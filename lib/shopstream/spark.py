@@ -9,6 +9,7 @@ conf/packages.toml, so both paths load the same jars.
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -34,6 +35,9 @@ def session_conf(conf: cfg.Config, store_type: str | None = None,
     settings["spark.sql.session.timeZone"] = "UTC"
     settings.update(packages.spark_ivy_conf(conf))
     settings["spark.jars.packages"] = ",".join(packages.spark_packages(store_type or conf.store_type))
+    jars = packages.spark_jars(conf)
+    if jars:
+        settings["spark.jars"] = ",".join(jars)
     settings.update(extra_conf or {})
     return settings
 
@@ -43,6 +47,8 @@ def build_session(conf: cfg.Config, app_name: str | None = None, store_type: str
     builder = SparkSession.builder.appName(app_name or conf.get("spark.app_name", "shopstream"))
     if not _under_spark_submit():
         builder = builder.master(master or conf.get("spark.master", "local[*]"))
+        # Python workers run the same interpreter (and virtualenv) as this driver
+        builder = builder.config("spark.pyspark.python", sys.executable)
     for key, value in session_conf(conf, store_type, extra_conf).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

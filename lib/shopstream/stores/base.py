@@ -70,11 +70,9 @@ class Store(ABC):
         """Atomically replace the rows whose partition column equals `value` with `df`."""
 
     @abstractmethod
-    def upsert(self, spec: TableSpec, source: DataFrame, when_newer: str, columns: list[str]) -> None:
-        """MERGE on spec.key: update matched rows where `when_newer` holds, insert the rest.
-
-        `when_newer` is a SQL condition over aliases t (target) and s (source).
-        """
+    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
+        """One MERGE on spec.key: matched rows get `update_set` (column -> SQL expression over
+        aliases t = target and s = source); unmatched source rows are inserted whole."""
 
 
 def make_store(store_type: str, spark: SparkSession, conf) -> Store:

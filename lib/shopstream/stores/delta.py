@@ -92,9 +92,9 @@ class DeltaStore(Store):
          .option("replaceWhere", f"{spec.partition_by} = DATE'{value.isoformat()}'")
          .save(self.path(spec.name)))
 
-    def upsert(self, spec: TableSpec, source: DataFrame, when_newer: str, columns: list[str]) -> None:
+    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
         target = DeltaTable.forPath(self.spark, self.path(spec.name))
-        values = {c: F.col(f"s.{c}") for c in columns}
-        (target.alias("t").merge(source.alias("s"), f"t.{spec.key} = s.{spec.key}")
-         .whenMatchedUpdate(condition=when_newer, set=values)
-         .whenNotMatchedInsert(values=values).execute())
+        columns = spec.schema.fieldNames()
+        (target.alias("t").merge(source.select(*columns).alias("s"), f"t.{spec.key} = s.{spec.key}")
+         .whenMatchedUpdate(set={c: F.expr(e) for c, e in update_set.items()})
+         .whenNotMatchedInsert(values={c: F.col(f"s.{c}") for c in columns}).execute())
