@@ -1,0 +1,370 @@
+"""Silver transforms (pure): bronze rows of one event date -> clean, validated, enriched rows.
+
+Steps for event date D (the job reads bronze rows with ingest_date in [D-1, D+late_days]):
+  select_event_date -> dedupe_events (first-ingested copy of each event_id wins) -> clean
+  (trim, enums lower-cased, codes upper-cased) -> validate (named rules; failures go to
+  silver_rejects) -> enrich (FX to USD, exact) -> the tables' final selects.
+
+Also: per-order partial state for the silver_orders upsert, and per-session aggregates.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F, types as T
+
+from shopstream import schemas
+
+UUID7_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+COUNTRY_RE = r"^[A-Z]{2}$"
+CURRENCY_RE = r"^[A-Z]{3}$"
+
+SILVER_ORDER_EVENTS = T.StructType([
+    T.StructField("event_id", T.StringType(), False),
+    T.StructField("event_type", T.StringType(), False),
+    T.StructField("event_time", T.TimestampType(), False),
+    T.StructField("event_date", T.DateType(), False),
+    T.StructField("order_id", T.StringType(), False),
+    T.StructField("user_id", T.StringType(), False),
+    T.StructField("session_id", T.StringType()),
+    T.StructField("currency", T.StringType(), False),
+    T.StructField("items", T.ArrayType(schemas.ITEM)),
+    T.StructField("total_amount", schemas.MONEY, False),
+    T.StructField("fx_rate", schemas.FX_RATE, False),
+    T.StructField("amount_usd", schemas.USD, False),
+    T.StructField("country", T.StringType(), False),
+    T.StructField("ingestion_id", T.StringType(), False),
+    T.StructField("kafka_timestamp", T.TimestampType(), False),
+])
+
+SILVER_CLICKS = T.StructType([
+    T.StructField("event_id", T.StringType(), False),
+    T.StructField("event_type", T.StringType(), False),
+    T.StructField("event_time", T.TimestampType(), False),
+    T.StructField("event_date", T.DateType(), False),
+    T.StructField("session_id", T.StringType(), False),
+    T.StructField("user_id", T.StringType()),
+    T.StructField("product_id", T.StringType()),
+    T.StructField("category", T.StringType()),
+    T.StructField("page_url", T.StringType()),
+    T.StructField("device", T.StringType(), False),
+    T.StructField("channel", T.StringType(), False),
+    T.StructField("country", T.StringType(), False),
+    T.StructField("ingestion_id", T.StringType(), False),
+    T.StructField("kafka_timestamp", T.TimestampType(), False),
+])
+
+SILVER_REJECTS = T.StructType([
+    T.StructField("event_date", T.DateType(), False),
+    T.StructField("source", T.StringType(), False),          # orders | clicks
+    T.StructField("rule", T.StringType(), False),            # the first failing rule
+    T.StructField("rules", T.ArrayType(T.StringType()), False),  # every failing rule
+    T.StructField("event_id", T.StringType()),
+    T.StructField("event_type", T.StringType()),
+    T.StructField("ingestion_id", T.StringType(), False),
+    T.StructField("topic", T.StringType(), False),
+    T.StructField("kafka_partition", T.IntegerType(), False),
+    T.StructField("kafka_offset", T.LongType(), False),
+    T.StructField("raw_value", T.StringType(), False),
+])
+
+SILVER_ORDERS = T.StructType([
+    T.StructField("order_id", T.StringType(), False),
+    T.StructField("status", T.StringType(), False),          # created | paid | cancelled | refunded
+    T.StructField("created_at", T.TimestampType()),
+    T.StructField("created_date", T.DateType()),
+    T.StructField("paid_at", T.TimestampType()),
+    T.StructField("cancelled_at", T.TimestampType()),
+    T.StructField("refunded_at", T.TimestampType()),
+    T.StructField("currency", T.StringType()),
+    T.StructField("total_amount", schemas.MONEY),
+    T.StructField("fx_rate", schemas.FX_RATE),
+    T.StructField("amount_usd", schemas.USD),
+    T.StructField("items", T.ArrayType(schemas.ITEM)),
+    T.StructField("user_id", T.StringType()),
+    T.StructField("session_id", T.StringType()),
+    T.StructField("country", T.StringType()),
+    T.StructField("device", T.StringType()),
+    T.StructField("channel", T.StringType()),
+    T.StructField("last_event_time", T.TimestampType(), False),
+    T.StructField("last_event_id", T.StringType(), False),
+])
+
+SILVER_SESSIONS = T.StructType([
+    T.StructField("session_id", T.StringType(), False),
+    T.StructField("session_date", T.DateType(), False),
+    T.StructField("first_event_at", T.TimestampType(), False),
+    T.StructField("last_event_at", T.TimestampType(), False),
+    T.StructField("user_id", T.StringType()),
+    T.StructField("device", T.StringType(), False),
+    T.StructField("channel", T.StringType(), False),
+    T.StructField("country", T.StringType(), False),
+    T.StructField("page_views", T.LongType(), False),
+    T.StructField("product_views", T.LongType(), False),
+    T.StructField("add_to_carts", T.LongType(), False),
+    T.StructField("remove_from_carts", T.LongType(), False),
+    T.StructField("checkout_starts", T.LongType(), False),
+    T.StructField("first_product_view_at", T.TimestampType()),
+    T.StructField("first_add_to_cart_at", T.TimestampType()),
+    T.StructField("first_checkout_start_at", T.TimestampType()),
+    T.StructField("has_order", T.BooleanType(), False),
+    T.StructField("first_order_at", T.TimestampType()),
+    T.StructField("first_order_id", T.StringType()),
+])
+
+SILVER_AUDIT = T.StructType([
+    T.StructField("event_date", T.DateType(), False),
+    T.StructField("source", T.StringType(), False),
+    T.StructField("bronze_rows", T.LongType(), False),
+    T.StructField("duplicates", T.LongType(), False),
+    T.StructField("rejected", T.LongType(), False),
+    T.StructField("written", T.LongType(), False),
+])
+
+STATUS = {"order_created": "created", "order_paid": "paid", "order_cancelled": "cancelled",
+          "order_refunded": "refunded"}
+
+
+# --- selection and deduplication ------------------------------------------------------------
+
+def select_event_date(df: DataFrame, day: date) -> DataFrame:
+    """Bronze rows whose event (UTC) date is `day`."""
+    return df.where(F.to_date(F.col("event_time")) == F.lit(day))
+
+
+def dedupe_events(df: DataFrame) -> DataFrame:
+    """One row per event_id: the first-ingested copy (Kafka timestamp, then coordinates) wins.
+
+    Adds `is_duplicate` (true on the copies that lose) so callers can count them.
+    """
+    w = Window.partitionBy("event_id").orderBy("kafka_timestamp", "topic", "kafka_partition", "kafka_offset")
+    return df.withColumn("is_duplicate", F.row_number().over(w) > 1)
+
+
+def _clean_str(name: str) -> Column:
+    c = F.trim(F.col(name))
+    return F.when(c == "", None).otherwise(c)
+
+
+def clean_orders(df: DataFrame) -> DataFrame:
+    """Trim strings (blank -> null), lower-case event_type, upper-case currency and country."""
+    out = df
+    for name in ("event_id", "order_id", "user_id", "session_id", "currency", "country"):
+        out = out.withColumn(name, _clean_str(name))
+    return (out.withColumn("event_type", F.lower(_clean_str("event_type")))
+            .withColumn("event_id", F.lower(F.col("event_id")))
+            .withColumn("currency", F.upper(F.col("currency")))
+            .withColumn("country", F.upper(F.col("country")))
+            .withColumn("items", F.transform(F.col("items"), lambda i: F.struct(
+                F.trim(i["product_id"]).alias("product_id"), F.lower(F.trim(i["category"])).alias("category"),
+                i["quantity"].alias("quantity"), i["unit_price"].alias("unit_price")))))
+
+
+def clean_clicks(df: DataFrame) -> DataFrame:
+    out = df
+    for name in ("event_id", "session_id", "user_id", "product_id", "page_url", "country"):
+        out = out.withColumn(name, _clean_str(name))
+    for name in ("event_type", "device", "channel", "category"):
+        out = out.withColumn(name, F.lower(_clean_str(name)))
+    return (out.withColumn("event_id", F.lower(F.col("event_id")))
+            .withColumn("country", F.upper(F.col("country"))))
+
+
+# --- validation -----------------------------------------------------------------------------
+
+def _rules_column(rules: list[tuple[str, Column]]) -> Column:
+    """Array of the names of the rules that fail (a rule fails where its condition is true)."""
+    return F.array_compact(F.array(*[F.when(F.coalesce(cond, F.lit(False)), F.lit(name))
+                                     for name, cond in rules]))
+
+
+def _future(tolerance_minutes: int) -> Column:
+    # deterministic: a producer cannot send an event from the future of its own send time
+    return F.col("event_time") > F.col("kafka_timestamp") + F.make_dt_interval(
+        F.lit(0), F.lit(0), F.lit(tolerance_minutes))
+
+
+def order_rules(amount_ceiling_usd: str, future_tolerance_minutes: int) -> list[tuple[str, Column]]:
+    items = F.coalesce(F.col("items"), F.array())
+    line_total = F.aggregate(items, F.lit(0).cast("decimal(38,2)"),
+                             lambda acc, i: acc + i["quantity"] * i["unit_price"])
+    return [
+        ("required_field", F.col("order_id").isNull() | F.col("user_id").isNull()
+         | F.col("currency").isNull() | F.col("country").isNull() | F.col("total_amount").isNull()),
+        ("event_id_not_uuid7", ~F.col("event_id").rlike(UUID7_RE)),
+        ("items_required", (F.col("event_type") == "order_created") & (F.size(items) == 0)),
+        ("item_field_missing", F.exists(items, lambda i: i["product_id"].isNull() | i["category"].isNull())),
+        ("quantity_not_positive", F.exists(items, lambda i: i["quantity"].isNull() | (i["quantity"] <= 0))),
+        ("negative_price", F.exists(items, lambda i: i["unit_price"].isNull() | (i["unit_price"] < 0))),
+        ("negative_amount", F.col("total_amount") < 0),
+        ("unknown_currency", ~F.col("currency").rlike(CURRENCY_RE) | F.col("fx_rate").isNull()),
+        ("amount_over_ceiling", F.col("amount_usd") >= F.lit(amount_ceiling_usd).cast("decimal(28,10)")),
+        ("total_mismatch", (F.size(items) > 0) & (line_total != F.col("total_amount"))),
+        ("invalid_country", ~F.col("country").rlike(COUNTRY_RE)),
+        ("event_time_in_future", _future(future_tolerance_minutes)),
+    ]
+
+
+def click_rules(future_tolerance_minutes: int) -> list[tuple[str, Column]]:
+    product_event = F.col("event_type").isin(list(schemas.PRODUCT_CLICK_TYPES))
+    return [
+        ("required_field", F.col("session_id").isNull() | F.col("device").isNull()
+         | F.col("channel").isNull() | F.col("country").isNull()),
+        ("event_id_not_uuid7", ~F.col("event_id").rlike(UUID7_RE)),
+        ("product_required", product_event & (F.col("product_id").isNull() | F.col("category").isNull())),
+        ("invalid_device", ~F.col("device").isin(list(schemas.DEVICES))),
+        ("invalid_channel", ~F.col("channel").isin(list(schemas.CHANNELS))),
+        ("invalid_country", ~F.col("country").rlike(COUNTRY_RE)),
+        ("event_time_in_future", _future(future_tolerance_minutes)),
+    ]
+
+
+def with_rule_failures(df: DataFrame, rules: list[tuple[str, Column]]) -> DataFrame:
+    return df.withColumn("failed_rules", _rules_column(rules))
+
+
+# --- enrichment -----------------------------------------------------------------------------
+
+def fx_calendar(rates: DataFrame, last_day: date) -> DataFrame:
+    """(currency, day, fx_rate): every day's rate, i.e. the rate of that date else the latest earlier."""
+    w = Window.partitionBy("currency").orderBy("rate_date")
+    return (rates
+            .withColumn("next_date", F.lead("rate_date").over(w))
+            .withColumn("day", F.explode(F.sequence(
+                F.col("rate_date"),
+                F.coalesce(F.date_sub(F.col("next_date"), 1), F.greatest(F.lit(last_day), F.col("rate_date"))))))
+            .select(F.col("currency"), F.col("day"), F.col("usd_per_unit").cast(schemas.FX_RATE).alias("fx_rate")))
+
+
+def with_usd(df: DataFrame, calendar: DataFrame) -> DataFrame:
+    """fx_rate of the event date and amount_usd = total_amount x fx_rate (exact decimal)."""
+    cal = calendar.withColumnRenamed("currency", "_cur").withColumnRenamed("day", "_day")
+    joined = df.join(F.broadcast(cal), (F.col("currency") == F.col("_cur")) & (F.col("event_date") == F.col("_day")),
+                     how="left").drop("_cur", "_day")
+    return joined.withColumn("amount_usd", (F.col("total_amount") * F.col("fx_rate")).cast(schemas.USD))
+
+
+# --- final selects --------------------------------------------------------------------------
+
+def order_events_rows(df: DataFrame) -> DataFrame:
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SILVER_ORDER_EVENTS.fields])
+
+
+def clicks_rows(df: DataFrame) -> DataFrame:
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SILVER_CLICKS.fields])
+
+
+def rejects_rows(df: DataFrame, source: str) -> DataFrame:
+    return df.select(
+        F.col("event_date"), F.lit(source).alias("source"), F.col("failed_rules")[0].alias("rule"),
+        F.col("failed_rules").alias("rules"), F.col("event_id"), F.col("event_type"),
+        F.col("ingestion_id"), F.col("topic"), F.col("kafka_partition"), F.col("kafka_offset"),
+        F.col("raw_value"))
+
+
+# --- silver_orders: partial state per order from a set of order events ------------------------
+
+def order_state(events: DataFrame, sessions_attrs: DataFrame) -> DataFrame:
+    """One row per order_id summarising `events` (silver_order_events rows).
+
+    Timestamps are the earliest of each type; status and last_event_* come from the latest
+    event by (event_time, event_id); order attributes from the order_created event (else the
+    latest event). device/channel from `sessions_attrs` (session_id, device, channel).
+    """
+    created = F.col("event_type") == "order_created"
+    latest = F.max_by(F.struct("event_type", "event_id"), F.struct("event_time", "event_id"))
+    attrs = F.struct("currency", "total_amount", "fx_rate", "amount_usd", "items", "user_id", "session_id",
+                     "country")
+    state = events.groupBy("order_id").agg(
+        F.min(F.when(created, F.col("event_time"))).alias("created_at"),
+        F.min(F.when(F.col("event_type") == "order_paid", F.col("event_time"))).alias("paid_at"),
+        F.min(F.when(F.col("event_type") == "order_cancelled", F.col("event_time"))).alias("cancelled_at"),
+        F.min(F.when(F.col("event_type") == "order_refunded", F.col("event_time"))).alias("refunded_at"),
+        latest.alias("_latest"),
+        F.max(F.struct("event_time", "event_id")).alias("_latest_key"),
+        F.coalesce(F.min_by(F.when(created, attrs), F.when(created, F.col("event_time"))),
+                   F.max_by(attrs, F.struct("event_time", "event_id"))).alias("_a"),
+    )
+    mapping = F.create_map(*[x for k, v in STATUS.items() for x in (F.lit(k), F.lit(v))])
+    sess = sessions_attrs.select(F.col("session_id").alias("_sid"), "device", "channel")
+    return (state
+            .join(sess, F.col("_a.session_id") == F.col("_sid"), how="left")
+            .select(
+                F.col("order_id"),
+                mapping[F.col("_latest.event_type")].alias("status"),
+                F.col("created_at"), F.to_date("created_at").alias("created_date"),
+                F.col("paid_at"), F.col("cancelled_at"), F.col("refunded_at"),
+                F.col("_a.currency").alias("currency"), F.col("_a.total_amount").alias("total_amount"),
+                F.col("_a.fx_rate").alias("fx_rate"), F.col("_a.amount_usd").alias("amount_usd"),
+                F.col("_a.items").alias("items"), F.col("_a.user_id").alias("user_id"),
+                F.col("_a.session_id").alias("session_id"), F.col("_a.country").alias("country"),
+                F.col("device"), F.col("channel"),
+                F.col("_latest_key.event_time").alias("last_event_time"),
+                F.col("_latest_key.event_id").alias("last_event_id")))
+
+
+def _earliest(col: str) -> str:
+    return f"CASE WHEN t.{col} IS NULL THEN s.{col} WHEN s.{col} IS NULL THEN t.{col} ELSE least(t.{col}, s.{col}) END"
+
+
+def orders_update_set() -> dict[str, str]:
+    """How a matched silver_orders row absorbs a partial state: SQL per column (t = target, s = source).
+
+    Idempotent and order-independent: earliest timestamps, the latest event's status, and the
+    order_created event's attributes (which only a state that saw that event carries).
+    """
+    s_newer = "(s.last_event_time > t.last_event_time OR (s.last_event_time = t.last_event_time AND s.last_event_id > t.last_event_id))"
+    s_has_created = "s.created_at IS NOT NULL AND (t.created_at IS NULL OR s.created_at <= t.created_at)"
+    out = {c: _earliest(c) for c in ("created_at", "created_date", "paid_at", "cancelled_at", "refunded_at")}
+    out["status"] = f"CASE WHEN {s_newer} THEN s.status ELSE t.status END"
+    out["last_event_time"] = f"CASE WHEN {s_newer} THEN s.last_event_time ELSE t.last_event_time END"
+    out["last_event_id"] = f"CASE WHEN {s_newer} THEN s.last_event_id ELSE t.last_event_id END"
+    for c in ("currency", "total_amount", "fx_rate", "amount_usd", "items", "user_id", "session_id", "country"):
+        out[c] = f"CASE WHEN {s_has_created} THEN s.{c} ELSE coalesce(t.{c}, s.{c}) END"
+    for c in ("device", "channel"):
+        out[c] = f"coalesce(t.{c}, s.{c})"
+    return out
+
+
+# --- silver_sessions ------------------------------------------------------------------------
+
+def sessions(clicks: DataFrame, orders: DataFrame, day: date) -> DataFrame:
+    """Sessions whose first click is on `day`, from silver_clicks and silver_order_events rows.
+
+    `clicks` must hold the sessions' whole click history and the day before's clicks (the job
+    passes [day-1, day+1]);
+    `orders` the order events that may belong to them.
+    """
+    first = F.struct("event_time", "event_id")
+
+    def first_at(kind: str) -> Column:
+        return F.min(F.when(F.col("event_type") == kind, F.col("event_time")))
+
+    def count(kind: str) -> Column:
+        return F.count(F.when(F.col("event_type") == kind, 1)).cast("long")
+
+    s = clicks.groupBy("session_id").agg(
+        F.min("event_time").alias("first_event_at"), F.max("event_time").alias("last_event_at"),
+        F.min_by(F.struct("device", "channel", "country"), first).alias("_first"),
+        F.min_by(F.col("user_id"), F.when(F.col("user_id").isNotNull(), first)).alias("user_id"),
+        count("page_view").alias("page_views"), count("product_view").alias("product_views"),
+        count("add_to_cart").alias("add_to_carts"), count("remove_from_cart").alias("remove_from_carts"),
+        count("checkout_start").alias("checkout_starts"),
+        first_at("product_view").alias("first_product_view_at"),
+        first_at("add_to_cart").alias("first_add_to_cart_at"),
+        first_at("checkout_start").alias("first_checkout_start_at"),
+    ).where(F.to_date("first_event_at") == F.lit(day))
+    o = (orders.where((F.col("event_type") == "order_created") & F.col("session_id").isNotNull())
+         .groupBy(F.col("session_id").alias("_sid"))
+         .agg(F.min("event_time").alias("first_order_at"),
+              F.min_by("order_id", F.struct("event_time", "order_id")).alias("first_order_id")))
+    return (s.join(o, F.col("session_id") == F.col("_sid"), how="left")
+            .select("session_id", F.to_date("first_event_at").alias("session_date"), "first_event_at",
+                    "last_event_at", "user_id", F.col("_first.device").alias("device"),
+                    F.col("_first.channel").alias("channel"), F.col("_first.country").alias("country"),
+                    "page_views", "product_views", "add_to_carts", "remove_from_carts", "checkout_starts",
+                    "first_product_view_at", "first_add_to_cart_at", "first_checkout_start_at",
+                    F.col("first_order_at").isNotNull().alias("has_order"), "first_order_at",
+                    "first_order_id"))

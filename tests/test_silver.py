@@ -1,0 +1,176 @@
+"""Silver on real Delta tables, from bronze rows loaded by the real bronze writer."""
+
+from datetime import date
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from rows import Feed, click, order
+from shopstream import config as cfg
+from shopstream.pipeline import SilverSettings, dates, ensure_silver_tables, read_fx_rates, silver_date
+from shopstream.stores.delta import DeltaStore
+
+D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
+SETTINGS = SilverSettings(late_days=2, amount_ceiling_usd="10000", future_tolerance_minutes=60)
+
+
+@pytest.fixture()
+def store(spark, tmp_path):
+    s = DeltaStore(spark, tmp_path / "wh")
+    ensure_silver_tables(s)
+    return s
+
+
+@pytest.fixture(scope="module")
+def fx(spark):
+    return read_fx_rates(spark, cfg.load("local").path("paths.fx_rates")).cache()
+
+
+def run(store, fx, *days):
+    for d in days:
+        silver_date(store, d, SETTINGS, fx)
+
+
+def rejected_rules(store):
+    return {r.event_id: r.rule for r in store.read("silver_rejects").collect()}
+
+
+def test_each_order_rule_rejects_with_its_name(spark, store, fx):
+    f = Feed()
+    ok = f.add(order("order_created", "o-ok", "2026-11-01 10:00"))
+    cases = {
+        "quantity_not_positive": order("order_created", "o1", "2026-11-01 10:01", total_amount=0.0,
+                                       items=[{"product_id": "p", "category": "c", "quantity": 0, "unit_price": 5.0}]),
+        "negative_price": order("order_created", "o2", "2026-11-01 10:02", total_amount=-5.0,
+                                items=[{"product_id": "p", "category": "c", "quantity": 1, "unit_price": -5.0}]),
+        "total_mismatch": order("order_created", "o3", "2026-11-01 10:03", total_amount=20.01),
+        "unknown_currency": order("order_created", "o4", "2026-11-01 10:04", currency="XYZ"),
+        "amount_over_ceiling": order("order_created", "o5", "2026-11-01 10:05", total_amount=20000.0,
+                                     items=[{"product_id": "p", "category": "c", "quantity": 2, "unit_price": 10000.0}]),
+        "invalid_country": order("order_created", "o6", "2026-11-01 10:06", country="Germany"),
+        "items_required": order("order_created", "o7", "2026-11-01 10:07", items=[]),
+        "event_id_not_uuid7": order("order_paid", "o8", "2026-11-01 10:08", event_id="evt_0193a1b2c3d4"),
+        "required_field": order("order_paid", "o9", "2026-11-01 10:09", user_id="   "),
+    }
+    for e in cases.values():
+        f.add(e)
+    future = f.add(order("order_paid", "o10", "2026-11-01 23:00"), kafka_at="2026-11-01 12:00")
+    f.load(spark, store)
+    run(store, fx, D1)
+    got = rejected_rules(store)
+    expected = {e["event_id"]: rule for rule, e in cases.items()}
+    expected[future["event_id"]] = "event_time_in_future"
+    assert got == expected
+    kept = [r.event_id for r in store.read("silver_order_events").collect()]
+    assert kept == [ok["event_id"]]
+
+
+def test_each_click_rule_rejects_with_its_name(spark, store, fx):
+    f = Feed()
+    ok = f.add(click("page_view", "s1", "2026-11-01 10:00", device=" Mobile ", channel="EMAIL"))
+    cases = {
+        "invalid_device": click("page_view", "s2", "2026-11-01 10:01", device="fridge"),
+        "invalid_channel": click("page_view", "s3", "2026-11-01 10:02", channel="carrier_pigeon"),
+        "product_required": click("product_view", "s4", "2026-11-01 10:03", product_id=" "),
+        "required_field": click("page_view", "", "2026-11-01 10:04"),
+    }
+    for e in cases.values():
+        f.add(e)
+    f.load(spark, store)
+    run(store, fx, D1)
+    assert rejected_rules(store) == {e["event_id"]: rule for rule, e in cases.items()}
+    row = store.read("silver_clicks").first()
+    assert (row.event_id, row.device, row.channel) == (ok["event_id"], "mobile", "email")  # cleaned
+
+
+def test_duplicates_first_ingested_wins_and_are_counted(spark, store, fx):
+    f = Feed()
+    e = click("page_view", "s1", "2026-11-01 10:00")
+    f.add(e, kafka_at="2026-11-01 10:00:05")
+    f.add(e, kafka_at="2026-11-01 10:00:01")   # an earlier Kafka timestamp at a later offset
+    f.add(e, kafka_at="2026-11-01 10:00:09")
+    f.load(spark, store)
+    run(store, fx, D1)
+    rows = store.read("silver_clicks").collect()
+    assert len(rows) == 1 and rows[0].kafka_timestamp.second == 1
+    audit = store.read("silver_audit").where(F.col("source") == "clicks").first()
+    assert (audit.bronze_rows, audit.duplicates, audit.rejected, audit.written) == (3, 2, 0, 1)
+
+
+def test_late_event_lands_in_its_own_event_date(spark, store, fx):
+    f = Feed()
+    late = f.add(click("page_view", "s1", "2026-11-01 23:50"), kafka_at="2026-11-03 08:00")
+    f.add(click("page_view", "s2", "2026-11-03 09:00"))
+    f.load(spark, store)
+    run(store, fx, D1, D2, D3)
+    by_date = {r.event_id: r.event_date for r in store.read("silver_clicks").collect()}
+    assert by_date[late["event_id"]] == D1
+    # one late_day fewer and it is out of reach for D1
+    store2 = DeltaStore(spark, store.warehouse.parent / "wh2")
+    ensure_silver_tables(store2)
+    f.load(spark, store2)
+    silver_date(store2, D1, SilverSettings(late_days=1), fx)
+    assert store2.read("silver_clicks").count() == 0
+
+
+def _lifecycle_feed():
+    f = Feed()
+    f.add(click("page_view", "s1", "2026-11-01 09:55", device="tablet", channel="social"))
+    created = f.add(order("order_created", "o1", "2026-11-01 10:00", currency="EUR", total_amount=21.5,
+                          items=[{"product_id": "p1", "category": "books", "quantity": 2, "unit_price": 10.75}]))
+    f.add(order("order_paid", "o1", "2026-11-01 10:05", currency="EUR", total_amount=21.5))
+    refund = f.add(order("order_refunded", "o1", "2026-11-03 09:00", currency="EUR", total_amount=21.5))
+    # arrives first in Kafka, though it happened later than the payment
+    f.add(order("order_created", "o2", "2026-11-02 12:00"), kafka_at="2026-11-02 12:00")
+    f.add(order("order_cancelled", "o2", "2026-11-02 13:00"), kafka_at="2026-11-02 12:30")
+    f.add(order("order_paid", "o2", "2026-11-02 12:10"), kafka_at="2026-11-02 14:00")
+    return f, created, refund
+
+
+def test_order_state_from_out_of_order_events_in_any_date_order(spark, store, fx):
+    f, created, refund = _lifecycle_feed()
+    f.load(spark, store)
+    run(store, fx, D3, D1, D2)           # the refund's date first
+    o = {r.order_id: r for r in store.read("silver_orders").collect()}
+    assert o["o1"].status == "refunded"
+    assert (o["o1"].created_at.hour, o["o1"].paid_at.minute, o["o1"].refunded_at.day) == (10, 5, 3)
+    assert str(o["o1"].total_amount) == "21.50"
+    # 21.50 EUR at the 2026-11-01 rate 1.08750000, exact
+    assert str(o["o1"].amount_usd) == "23.3812500000" and str(o["o1"].fx_rate) == "1.08750000"
+    assert (o["o1"].device, o["o1"].channel) == ("tablet", "social")
+    assert o["o1"].created_date == D1 and o["o1"].last_event_id == refund["event_id"]
+    assert o["o2"].status == "cancelled" and o["o2"].paid_at is not None
+
+
+def test_rerun_changes_nothing_and_a_range_equals_single_days(spark, tmp_path, fx):
+    f, _, _ = _lifecycle_feed()
+    f.add(click("page_view", "s9", "2026-11-01 23:59"))
+    f.add(click("product_view", "s9", "2026-11-02 00:01"))
+    a, b = DeltaStore(spark, tmp_path / "a"), DeltaStore(spark, tmp_path / "b")
+    for s in (a, b):
+        ensure_silver_tables(s)
+        f.load(spark, s)
+    run(a, fx, *dates(D1, D3))
+    run(b, fx, D2, D3, D1)
+    run(b, fx, D1)                        # and a rerun
+    for name, key in (("silver_order_events", "event_id"), ("silver_clicks", "event_id"),
+                      ("silver_orders", "order_id"), ("silver_sessions", "session_id"),
+                      ("silver_rejects", "ingestion_id"), ("silver_audit", "source")):
+        assert_df_equality(a.read(name), b.read(name), ignore_row_order=True, ignore_nullable=True)
+    sessions = a.read("silver_sessions")
+    assert sessions.count() == 2          # s1, and s9 once although it crosses midnight
+    s9 = sessions.where(F.col("session_id") == "s9").first()
+    assert (s9.session_date, s9.page_views, s9.product_views) == (D1, 1, 1)
+
+
+def test_keys_unique_and_not_null(spark, store, fx):
+    f, _, _ = _lifecycle_feed()
+    f.load(spark, store)
+    run(store, fx, *dates(D1, D3))
+    run(store, fx, D2)
+    for name, key in (("silver_order_events", "event_id"), ("silver_clicks", "event_id"),
+                      ("silver_orders", "order_id"), ("silver_sessions", "session_id")):
+        df = store.read(name)
+        assert df.where(F.col(key).isNull()).count() == 0, name
+        assert df.select(key).distinct().count() == df.count(), name
