@@ -3,9 +3,11 @@
     ./spark-submit.sh silver --date 2026-11-01
     ./spark-submit.sh silver --start 2026-11-01 --end 2026-11-07 [--late-days 2]
 
-For each date D it reads bronze rows with ingest_date in [D-1, D+late_days] whose event date is
-D, replaces partition D of silver_order_events, silver_clicks, silver_rejects and silver_audit,
-rebuilds silver_sessions for D-1, D and D+1, and upserts silver_orders from D's order events.
+For the event dates [D1, D2] (one date: D1 = D2) it reads bronze rows with ingest_date in
+[D1-1, D2+late_days] whose event date is in the range, replaces those partitions of
+silver_order_events, silver_clicks, silver_rejects and silver_audit, rebuilds silver_sessions
+for [D1-1, D2+1], and upserts silver_orders from the range's order events — in one pass, with
+the same result as running the dates one by one in any order.
 """
 
 from __future__ import annotations
@@ -14,32 +16,13 @@ import argparse
 import logging
 import sys
 import time
-from datetime import date
-
 from shopstream import config as cfg
 from shopstream import logs, pipeline
+from shopstream.cli import date_args, date_range
 from shopstream.spark import build_session
 from shopstream.stores.base import make_store
 
 log = logging.getLogger("shopstream.silver")
-
-
-def date_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--date", type=date.fromisoformat, default=None)
-    parser.add_argument("--start", type=date.fromisoformat, default=None)
-    parser.add_argument("--end", type=date.fromisoformat, default=None)
-    parser.add_argument("--env", default=None)
-    parser.add_argument("--store", default=None, help="delta or snowflake (default: store.type in conf)")
-
-
-def date_range(args, parser) -> list[date]:
-    if args.date and (args.start or args.end):
-        parser.error("give --date or --start/--end, not both")
-    if args.date:
-        return [args.date]
-    if not (args.start and args.end):
-        parser.error("give --date D or --start D1 --end D2")
-    return pipeline.dates(args.start, args.end)
 
 
 def main(argv=None) -> int:
@@ -57,8 +40,7 @@ def main(argv=None) -> int:
     fx = pipeline.read_fx_rates(spark, conf.path("paths.fx_rates")).cache()
     pipeline.ensure_silver_tables(store)
     t0 = time.monotonic()
-    for day in days:
-        pipeline.silver_date(store, day, settings, fx)
+    pipeline.silver_range(store, days[0], days[-1], settings, fx)   # one pass over the range
     log.info("silver done: %d date(s) %s..%s in %.1fs", len(days), days[0], days[-1], time.monotonic() - t0)
     spark.stop()
     return 0

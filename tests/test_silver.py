@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from rows import Feed, click, order
 from shopstream import config as cfg
-from shopstream.pipeline import SilverSettings, dates, ensure_silver_tables, read_fx_rates, silver_date
+from shopstream.pipeline import SilverSettings, dates, ensure_silver_tables, read_fx_rates, silver_date, silver_range
 from shopstream.stores.delta import DeltaStore
 
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
@@ -151,8 +151,8 @@ def test_rerun_changes_nothing_and_a_range_equals_single_days(spark, tmp_path, f
     for s in (a, b):
         ensure_silver_tables(s)
         f.load(spark, s)
-    run(a, fx, *dates(D1, D3))
-    run(b, fx, D2, D3, D1)
+    silver_range(a, D1, D3, SETTINGS, fx)  # one pass
+    run(b, fx, D2, D3, D1)                 # single days, out of order
     run(b, fx, D1)                        # and a rerun
     for name, key in (("silver_order_events", "event_id"), ("silver_clicks", "event_id"),
                       ("silver_orders", "order_id"), ("silver_sessions", "session_id"),

@@ -129,9 +129,10 @@ STATUS = {"order_created": "created", "order_paid": "paid", "order_cancelled": "
 
 # --- selection and deduplication ------------------------------------------------------------
 
-def select_event_date(df: DataFrame, day: date) -> DataFrame:
-    """Bronze rows whose event (UTC) date is `day`."""
-    return df.where(F.to_date(F.col("event_time")) == F.lit(day))
+def select_event_dates(df: DataFrame, first: date, last: date) -> DataFrame:
+    """Bronze rows whose event (UTC) date is in [first, last], with that date as event_date."""
+    return (df.withColumn("event_date", F.to_date(F.col("event_time")))
+            .where(F.col("event_date").between(F.lit(first), F.lit(last))))
 
 
 def dedupe_events(df: DataFrame) -> DataFrame:
@@ -330,12 +331,12 @@ def orders_update_set() -> dict[str, str]:
 
 # --- silver_sessions ------------------------------------------------------------------------
 
-def sessions(clicks: DataFrame, orders: DataFrame, day: date) -> DataFrame:
-    """Sessions whose first click is on `day`, from silver_clicks and silver_order_events rows.
+def sessions(clicks: DataFrame, orders: DataFrame, first_day: date, last_day: date) -> DataFrame:
+    """Sessions whose first click is in [first_day, last_day], from silver_clicks and
+    silver_order_events rows.
 
     `clicks` must hold the sessions' whole click history and the day before's clicks (the job
-    passes [day-1, day+1]);
-    `orders` the order events that may belong to them.
+    passes [first_day-1, last_day+1]); `orders` the order events that may belong to them.
     """
     first = F.struct("event_time", "event_id")
 
@@ -355,7 +356,7 @@ def sessions(clicks: DataFrame, orders: DataFrame, day: date) -> DataFrame:
         first_at("product_view").alias("first_product_view_at"),
         first_at("add_to_cart").alias("first_add_to_cart_at"),
         first_at("checkout_start").alias("first_checkout_start_at"),
-    ).where(F.to_date("first_event_at") == F.lit(day))
+    ).where(F.to_date("first_event_at").between(F.lit(first_day), F.lit(last_day)))
     o = (orders.where((F.col("event_type") == "order_created") & F.col("session_id").isNotNull())
          .groupBy(F.col("session_id").alias("_sid"))
          .agg(F.min("event_time").alias("first_order_at"),

@@ -66,8 +66,9 @@ class Store(ABC):
         """Whether the table exists."""
 
     @abstractmethod
-    def replace_partition(self, spec: TableSpec, df: DataFrame, value: date) -> None:
-        """Atomically replace the rows whose partition column equals `value` with `df`."""
+    def replace_partitions(self, spec: TableSpec, df: DataFrame, first: date, last: date) -> None:
+        """Atomically replace the rows whose partition column lies in [first, last] with `df`
+        (whose rows must all lie in that range)."""
 
     @abstractmethod
     def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:

@@ -87,9 +87,12 @@ class DeltaStore(Store):
     def read(self, name: str) -> DataFrame:
         return self.spark.read.format("delta").load(self.path(name))
 
-    def replace_partition(self, spec: TableSpec, df: DataFrame, value: date) -> None:
+    def replace_partitions(self, spec: TableSpec, df: DataFrame, first: date, last: date) -> None:
+        # one commit: Delta deletes the range and adds the new files atomically, and checks that
+        # every written row satisfies the predicate
         (df.select(*spec.schema.fieldNames()).write.format("delta").mode("overwrite")
-         .option("replaceWhere", f"{spec.partition_by} = DATE'{value.isoformat()}'")
+         .option("replaceWhere", f"{spec.partition_by} >= DATE'{first.isoformat()}' "
+                                 f"AND {spec.partition_by} <= DATE'{last.isoformat()}'")
          .save(self.path(spec.name)))
 
     def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
