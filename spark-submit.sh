@@ -31,6 +31,7 @@ esac
 [ -f "$script" ] || { echo "error: no job $script" >&2; exit 2; }
 
 export SHOPSTREAM_ENV="$env"
+export SHOPSTREAM_HOME="$here"
 export PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"
 dist="$here/.cache/dist"
 mkdir -p "$dist"

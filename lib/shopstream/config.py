@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The project checkout: conf/ and relative paths resolve against it. spark-submit.sh exports
+# SHOPSTREAM_HOME, since a job there imports the package from the shipped zip.
+PROJECT_ROOT = Path(os.environ.get("SHOPSTREAM_HOME") or Path(__file__).resolve().parents[2])
 CONF_DIR = PROJECT_ROOT / "conf"
 ENV_PREFIX = "SHOPSTREAM__"
 

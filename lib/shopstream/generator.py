@@ -70,7 +70,7 @@ class Params:
     duplicate_fraction: float = 0.0     # valid events sent twice (a producer retry)
     late_fraction: float = 0.0          # Kafka timestamp 6-36 h after event_time
     malformed_fraction: float = 0.0     # extra malformed records, per valid event
-    api_order_fraction: float = 0.05    # extra orders with no session, per session
+    api_order_fraction: float = 0.012   # extra orders with no session, per session (~4% of orders)
     max_record_bytes: int = 65536       # oversized malformed records exceed this
 
 
