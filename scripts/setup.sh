@@ -11,6 +11,13 @@ python="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
 .venv/bin/python -m shopstream.packages resolve-kafka >/dev/null
+# Airflow (for the DAG test and local `airflow` commands) in its own virtualenv; skip with SHOPSTREAM_AIRFLOW=0
+if [ "${SHOPSTREAM_AIRFLOW:-1}" = "1" ]; then
+  [ -x .venv-airflow/bin/python ] || "$python" -m venv .venv-airflow
+  mapfile -t af < <(.venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["airflow"]))')
+  .venv-airflow/bin/python -m pip install -q --upgrade pip
+  .venv-airflow/bin/python -m pip install -q "${af[@]}"
+fi
 if ! out="$(.venv/bin/python -m shopstream.packages resolve-spark 2>&1)"; then
   echo "$out" | grep -v -E "^\s*(found|downloading|\[SUCCESSFUL)" | tail -40 >&2
   echo "error: Spark could not resolve its packages (conf/packages.toml)" >&2

@@ -1,0 +1,252 @@
+"""Snowflake store through the spark-snowflake connector (production), selected by config only.
+
+Writes go to a per-stream staging table, then one SQL statement does the work on Snowflake:
+- insert_new: staging <- batch (connector write, overwrite), then one bounded insert-only
+  MERGE; a (app_id, table, version) ledger row makes a re-executed batch a skip;
+- replace_partitions: staging <- rows, then one Snowflake Scripting block deletes the date
+  range and inserts from staging in one transaction;
+- upsert: staging <- rows, then one MERGE with the per-column update expressions.
+
+Session scoping: `Utils.runQuery` opens a connection per call, so it cannot see a TEMPORARY
+table that the connector's writer created on its own connection. Staging tables are therefore
+TRANSIENT (no fail-safe storage cost, visible to every session) and named per stream/job, so
+concurrent streams do not share one. (The alternative, the writer's `postactions`, runs on the
+writer's connection but returns no result set, and the MERGE's inserted-row count is wanted
+for the batch metrics.)
+
+Authentication (`connector_options`): password, key pair (PEM from a file or the environment;
+an encrypted key is decrypted here with its passphrase, since the connector takes only an
+unencrypted key), or an OAuth token. Secrets come only from the environment or a secrets file
+outside the repository, are held in `Secret` (whose repr is masked) and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import Callable, Protocol
+
+from pyspark.sql import DataFrame, SparkSession
+
+from shopstream import config as cfg
+from shopstream.stores import snowflake_sql as q
+from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn
+
+log = logging.getLogger("shopstream.snowflake")
+SOURCE = "net.snowflake.spark.snowflake"
+SECRET_KEYS = {"sfPassword", "pem_private_key", "sfToken"}
+
+
+class SnowflakeConfigError(ValueError):
+    """Snowflake settings or secrets are missing or invalid (never contains a secret)."""
+
+
+class Secret:
+    """A secret string whose repr/str never shows the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+class ConnectorOptions(dict):
+    """Connector options; secret values are `Secret`s, masked in repr and logs."""
+
+    def for_spark(self) -> dict[str, str]:
+        return {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in self.items()}
+
+    def __repr__(self) -> str:
+        return "ConnectorOptions(" + ", ".join(
+            f"{k}={'***' if k in SECRET_KEYS else v!r}" for k, v in sorted(self.items())) + ")"
+
+    __str__ = __repr__
+
+
+def _secrets_file(environ: dict[str, str]) -> dict[str, str]:
+    path = environ.get("SHOPSTREAM_SECRETS_FILE")
+    if not path:
+        return {}
+    p = Path(path).expanduser().resolve()
+    if cfg.PROJECT_ROOT.resolve() in p.parents:
+        raise SnowflakeConfigError(f"secrets file {p} is inside the repository; keep it outside")
+    if not p.is_file():
+        raise SnowflakeConfigError(f"secrets file {p} does not exist")
+    with p.open("rb") as fh:
+        data = tomllib.load(fh)
+    return {str(k).upper(): str(v) for k, v in data.get("snowflake", data).items()}
+
+
+def _secret(name: str, environ: dict[str, str], file_values: dict[str, str]) -> Secret | None:
+    value = environ.get(name) or file_values.get(name)
+    return Secret(value) if value else None
+
+
+def _unencrypted_pem_body(pem: bytes, passphrase: Secret | None) -> Secret:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_private_key(
+            pem, password=passphrase.reveal().encode() if passphrase else None)
+    except (TypeError, ValueError) as exc:
+        # the library's message names the problem (wrong passphrase, missing passphrase, bad
+        # PEM); it never contains key material or the passphrase
+        raise SnowflakeConfigError(f"cannot load the Snowflake private key: {type(exc).__name__}: "
+                                   f"{'passphrase missing or wrong' if 'password' in str(exc).lower() or 'decrypt' in str(exc).lower() else 'not a valid PEM private key'}") from None
+    der = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    body = "".join(line for line in der.splitlines() if not line.startswith("-----"))
+    return Secret(body)
+
+
+def connector_options(conf: cfg.Config, environ: dict[str, str] | None = None) -> ConnectorOptions:
+    """Connector options for the configured account and auth mode (secrets from env/file)."""
+    environ = dict(os.environ if environ is None else environ)
+    file_values = _secrets_file(environ)
+    sf = conf.get("snowflake")
+    for key in ("account", "user", "warehouse", "database", "schema", "auth"):
+        if not sf.get(key):
+            raise SnowflakeConfigError(f"missing snowflake.{key} in {conf.source}")
+    q.Location(sf["database"], sf["schema"])   # refuse unsafe names at start
+    opts = ConnectorOptions({
+        "sfURL": f"{sf['account']}.snowflakecomputing.com", "sfUser": sf["user"],
+        "sfDatabase": sf["database"], "sfSchema": sf["schema"], "sfWarehouse": sf["warehouse"],
+        "sfTimezone": "UTC", "column_mapping": "name",
+    })
+    if sf.get("role"):
+        opts["sfRole"] = sf["role"]
+    auth = sf["auth"]
+    if auth == "password":
+        pw = _secret("SNOWFLAKE_PASSWORD", environ, file_values)
+        if pw is None:
+            raise SnowflakeConfigError("auth=password needs SNOWFLAKE_PASSWORD (environment or secrets file)")
+        opts["sfPassword"] = pw
+    elif auth == "keypair":
+        passphrase = _secret("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", environ, file_values)
+        inline = _secret("SNOWFLAKE_PRIVATE_KEY", environ, file_values)
+        key_file = environ.get("SNOWFLAKE_PRIVATE_KEY_FILE") or file_values.get("SNOWFLAKE_PRIVATE_KEY_FILE")
+        if inline is not None:
+            pem = inline.reveal().encode()
+        elif key_file:
+            if not Path(key_file).is_file():
+                raise SnowflakeConfigError(f"SNOWFLAKE_PRIVATE_KEY_FILE {key_file} does not exist")
+            pem = Path(key_file).read_bytes()
+        else:
+            raise SnowflakeConfigError("auth=keypair needs SNOWFLAKE_PRIVATE_KEY or SNOWFLAKE_PRIVATE_KEY_FILE")
+        opts["pem_private_key"] = _unencrypted_pem_body(pem, passphrase)
+    elif auth == "oauth":
+        token = _secret("SNOWFLAKE_OAUTH_TOKEN", environ, file_values)
+        if token is None:
+            raise SnowflakeConfigError("auth=oauth needs SNOWFLAKE_OAUTH_TOKEN (environment or secrets file)")
+        opts["sfAuthenticator"] = "oauth"
+        opts["sfToken"] = token
+    else:
+        raise SnowflakeConfigError(f"snowflake.auth must be password, keypair or oauth, not {auth!r}")
+    return opts
+
+
+class SqlRunner(Protocol):
+    def __call__(self, sql: str) -> list[tuple]: ...
+
+
+def connector_runner(spark: SparkSession, options: ConnectorOptions) -> SqlRunner:
+    """Run one statement through the connector's Utils.runQuery (a new connection per call)."""
+    def run(sql: str) -> list[tuple]:
+        jvm = spark.sparkContext._jvm
+        params = jvm.java.util.HashMap()
+        for k, v in options.for_spark().items():
+            params.put(k, v)
+        rs = jvm.net.snowflake.spark.snowflake.Utils.runQuery(params, sql)
+        rows, width = [], rs.getMetaData().getColumnCount()
+        while rs.next():
+            rows.append(tuple(rs.getObject(i + 1) for i in range(width)))
+        return rows
+    return run
+
+
+def connector_stager(options: ConnectorOptions) -> Callable[[DataFrame, str], None]:
+    """Overwrite a staging table with a DataFrame through the connector."""
+    def stage(df: DataFrame, table: str) -> None:
+        (df.write.format(SOURCE).options(**options.for_spark()).option("dbtable", table)
+         .option("truncate_table", "off").mode("overwrite").save())
+    return stage
+
+
+class SnowflakeStore(Store):
+    def __init__(self, spark: SparkSession, conf: cfg.Config | None = None, *, location: q.Location | None = None,
+                 options: ConnectorOptions | None = None, runner: SqlRunner | None = None,
+                 stager: Callable[[DataFrame, str], None] | None = None, stream: str | None = None) -> None:
+        super().__init__(spark)
+        if location is None:
+            sf = conf.get("snowflake")
+            location = q.Location(sf["database"], sf["schema"])
+        self.loc = location
+        self.options = options if options is not None else (connector_options(conf) if conf else ConnectorOptions())
+        self.run = runner or connector_runner(spark, self.options)
+        self.stage = stager or connector_stager(self.options)
+        self.stream = stream or (conf.get("bronze.query_name", "shopstream") if conf else "shopstream")
+        self._ledger_ready = False
+
+    def _staging(self, spec: TableSpec) -> str:
+        name = q.staging_name(spec, self.stream)
+        self.run(q.create_table(self.loc, TableSpec(name, spec.schema), transient=True))
+        return name
+
+    def _ledger(self) -> None:
+        if not self._ledger_ready:
+            self.run(q.create_ledger(self.loc))
+            self._ledger_ready = True
+
+    def exists(self, name: str) -> bool:
+        rows = self.run(f"SELECT COUNT(*) FROM {q.ident(self.loc.database)}.INFORMATION_SCHEMA.TABLES "
+                        f"WHERE TABLE_SCHEMA = '{self.loc.schema.upper()}' AND TABLE_NAME = '{q.ident(name)[1:-1]}'")
+        return bool(rows and rows[0][0])
+
+    def ensure_table(self, spec: TableSpec) -> None:
+        self.run(q.create_table(self.loc, spec))
+
+    def insert_new(self, spec: TableSpec, source: DataFrame, bounds: MergeBounds, txn: Txn) -> int | None:
+        self._ledger()
+        if self.run(q.ledger_seen(self.loc, txn, spec.name))[0][0]:
+            return None
+        staging = self._staging(spec)
+        self.stage(source.select(*spec.schema.fieldNames()), self.loc.table(staging))
+        inserted = int(self.run(q.merge_insert_new(self.loc, spec, staging, bounds))[0][0])
+        self.run(q.ledger_record(self.loc, txn, spec.name))   # a crash before this: the MERGE reruns, inserting 0
+        return inserted
+
+    def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
+        if txn is not None:
+            self._ledger()
+            if self.run(q.ledger_seen(self.loc, txn, spec.name))[0][0]:
+                return
+        staging = self._staging(spec)
+        self.stage(df.select(*spec.schema.fieldNames()), self.loc.table(staging))
+        cols = ", ".join(q.ident(f.name) for f in spec.schema.fields)
+        self.run(f"INSERT INTO {self.loc.table(spec.name)} ({cols}) SELECT {cols} FROM {self.loc.table(staging)}")
+        if txn is not None:
+            self.run(q.ledger_record(self.loc, txn, spec.name))
+
+    def read(self, name: str) -> DataFrame:
+        return (self.spark.read.format(SOURCE).options(**self.options.for_spark())
+                .option("dbtable", self.loc.table(name)).load())
+
+    def replace_partitions(self, spec: TableSpec, df, first, last) -> None:
+        staging = self._staging(spec)
+        self.stage(df.select(*spec.schema.fieldNames()), self.loc.table(staging))
+        self.run(q.transaction_block(q.replace_partitions_statements(self.loc, spec, staging, first, last)))
+
+    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
+        staging = self._staging(spec)
+        self.stage(source.select(*spec.schema.fieldNames()), self.loc.table(staging))
+        self.run(q.upsert(self.loc, spec, staging, update_set))

@@ -1,0 +1,166 @@
+"""Every SQL statement the Snowflake store issues, generated here and nowhere else.
+
+Names from configuration (database, schema, tables) must be plain identifiers
+([A-Za-z_][A-Za-z0-9_$]*, at most 255 characters); anything else is refused at start with a
+clear error, so a configured name can never smuggle SQL. Identifiers are upper-cased and
+double-quoted. Values interpolated into statements are dates (ISO, validated by type), ids
+(validated as UUIDs) and integers; nothing else from data reaches SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark.sql import types as T
+
+from shopstream.stores.base import MergeBounds, TableSpec, Txn
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
+LEDGER = "SHOPSTREAM_LEDGER"
+
+
+class UnsafeIdentifier(ValueError):
+    """A configured name is not a plain identifier."""
+
+
+def ident(name: str, what: str = "identifier") -> str:
+    """Validate and quote one identifier (upper-cased, as the project's tables are)."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise UnsafeIdentifier(f"{what} {name!r} is not a plain identifier ([A-Za-z_][A-Za-z0-9_$]*)")
+    return f'"{name.upper()}"'
+
+
+@dataclass(frozen=True)
+class Location:
+    database: str
+    schema: str
+
+    def __post_init__(self) -> None:
+        ident(self.database, "database")
+        ident(self.schema, "schema")
+
+    def table(self, name: str) -> str:
+        return f"{ident(self.database, 'database')}.{ident(self.schema, 'schema')}.{ident(name, 'table')}"
+
+
+def _date(d: date) -> str:
+    if not isinstance(d, date):
+        raise TypeError(f"expected a date, got {d!r}")
+    return f"'{d.isoformat()}'::DATE"
+
+
+def _uuid(value: str) -> str:
+    return f"'{uuid.UUID(value)}'"   # raises on anything that is not a UUID
+
+
+def sql_type(dt: T.DataType) -> str:
+    if isinstance(dt, T.StringType):
+        return "VARCHAR"
+    if isinstance(dt, T.IntegerType):
+        return "NUMBER(10,0)"
+    if isinstance(dt, T.LongType):
+        return "NUMBER(19,0)"
+    if isinstance(dt, T.DecimalType):
+        return f"NUMBER({dt.precision},{dt.scale})"
+    if isinstance(dt, T.TimestampType):
+        return "TIMESTAMP_NTZ"      # UTC, as Spark's session time zone
+    if isinstance(dt, T.DateType):
+        return "DATE"
+    if isinstance(dt, T.BooleanType):
+        return "BOOLEAN"
+    if isinstance(dt, T.BinaryType):
+        return "BINARY"
+    if isinstance(dt, (T.ArrayType, T.StructType, T.MapType)):
+        return "VARIANT"
+    raise TypeError(f"no Snowflake type for {dt}")
+
+
+def create_table(loc: Location, spec: TableSpec, transient: bool = False) -> str:
+    cols = ", ".join(f"{ident(f.name)} {sql_type(f.dataType)}{'' if f.nullable else ' NOT NULL'}"
+                     for f in spec.schema.fields)
+    cluster = f" CLUSTER BY ({ident(spec.partition_by)})" if spec.partition_by and not transient else ""
+    kind = "TRANSIENT TABLE" if transient else "TABLE"
+    return f"CREATE {kind} IF NOT EXISTS {loc.table(spec.name)} ({cols}){cluster}"
+
+
+def create_ledger(loc: Location) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {loc.table(LEDGER)} (\"APP_ID\" VARCHAR NOT NULL, "
+            f"\"TABLE_NAME\" VARCHAR NOT NULL, \"VERSION\" NUMBER(19,0) NOT NULL, "
+            f"\"COMMITTED_AT\" TIMESTAMP_NTZ NOT NULL)")
+
+
+def staging_name(spec: TableSpec, stream: str) -> str:
+    ident(stream, "stream name")
+    return f"{spec.name}_STAGE_{stream}".upper()
+
+
+def ledger_seen(loc: Location, txn: Txn, table: str) -> str:
+    """One row (the count) > 0 when this (app, table) already recorded a version >= txn.version."""
+    return (f"SELECT COUNT(*) AS N FROM {loc.table(LEDGER)} WHERE \"APP_ID\" = {_literal(txn.app_id)} "
+            f"AND \"TABLE_NAME\" = {_literal(table.upper())} AND \"VERSION\" >= {int(txn.version)}")
+
+
+def ledger_record(loc: Location, txn: Txn, table: str) -> str:
+    return (f"INSERT INTO {loc.table(LEDGER)} (\"APP_ID\", \"TABLE_NAME\", \"VERSION\", \"COMMITTED_AT\") "
+            f"SELECT {_literal(txn.app_id)}, {_literal(table.upper())}, {int(txn.version)}, "
+            f"CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ")
+
+
+def _literal(text: str) -> str:
+    """A string literal for ledger ids (query name, run id): restricted to safe characters."""
+    if not re.fullmatch(r"[A-Za-z0-9_:.\-]{1,200}", text):
+        raise UnsafeIdentifier(f"transaction id {text!r} has characters outside [A-Za-z0-9_:.-]")
+    return f"'{text}'"
+
+
+def merge_insert_new(loc: Location, spec: TableSpec, staging: str, bounds: MergeBounds) -> str:
+    """Insert-only MERGE of a deduplicated staging table, bounded to the batch (design §4)."""
+    key, part = ident(spec.key), ident(spec.partition_by)
+    cols = [ident(f.name) for f in spec.schema.fields]
+    dates = ", ".join(_date(d) for d in bounds.dates)
+    return (f"MERGE INTO {loc.table(spec.name)} t USING {loc.table(staging)} s "
+            f"ON t.{key} = s.{key} AND t.{part} IN ({dates}) "
+            f"AND t.{key} BETWEEN {_uuid(bounds.min_id)} AND {_uuid(bounds.max_id)} "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('s.' + c for c in cols)})")
+
+
+def replace_partitions_statements(loc: Location, spec: TableSpec, staging: str, first: date, last: date) -> list[str]:
+    part = ident(spec.partition_by)
+    cols = ", ".join(ident(f.name) for f in spec.schema.fields)
+    return [
+        f"DELETE FROM {loc.table(spec.name)} WHERE {part} BETWEEN {_date(first)} AND {_date(last)}",
+        f"INSERT INTO {loc.table(spec.name)} ({cols}) SELECT {cols} FROM {loc.table(staging)}",
+    ]
+
+
+def transaction_block(statements: list[str]) -> str:
+    """One statement that runs `statements` in a transaction (Snowflake Scripting).
+
+    Utils.runQuery executes a single statement per connection; an anonymous block makes the
+    delete and the insert one atomic unit without depending on MULTI_STATEMENT_COUNT.
+    """
+    body = "".join(f"    {s};\n" for s in statements)
+    return f"EXECUTE IMMEDIATE $$\nBEGIN\n    BEGIN TRANSACTION;\n{body}    COMMIT;\nEND;\n$$"
+
+
+_SPARK_TO_SF = [(re.compile(r"\bt\.(\w+)"), r't."\1"'), (re.compile(r"\bs\.(\w+)"), r's."\1"')]
+
+
+def _sf_expr(expr: str) -> str:
+    """The store-neutral update expressions (t./s. column references) with quoted upper-case names."""
+    out = expr
+    for pattern, repl in _SPARK_TO_SF:
+        out = pattern.sub(lambda m, r=repl: r.replace("\\1", m.group(1).upper()), out)
+    return out
+
+
+def upsert(loc: Location, spec: TableSpec, staging: str, update_set: dict[str, str]) -> str:
+    key = ident(spec.key)
+    cols = [ident(f.name) for f in spec.schema.fields]
+    sets = ", ".join(f"{ident(c)} = {_sf_expr(e)}" for c, e in update_set.items())
+    return (f"MERGE INTO {loc.table(spec.name)} t USING {loc.table(staging)} s ON t.{key} = s.{key} "
+            f"WHEN MATCHED THEN UPDATE SET {sets} "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('s.' + c for c in cols)})")

@@ -1,0 +1,275 @@
+"""Snowflake store: its generated SQL run on fakesnow (the DuckDB-based emulator) through the
+store's own control flow and real Spark DataFrames; auth options; identifier safety; secrets."""
+
+import json
+import logging
+import re
+from datetime import date, datetime
+
+import pytest
+from pyspark.sql import types as T
+
+from shopstream import config as cfg
+from shopstream.ingest import TABLES
+from shopstream.pipeline import GOLD_TABLES, SILVER_TABLES
+from shopstream.stores import snowflake_sql as q
+from shopstream.stores.base import MergeBounds, TableSpec, Txn, make_store
+from shopstream.stores.snowflake import (ConnectorOptions, Secret, SnowflakeConfigError, SnowflakeStore,
+                                         connector_options)
+
+fakesnow = pytest.importorskip("fakesnow")
+import snowflake.connector  # noqa: E402
+
+LOC = q.Location("SHOP", "LAKE")
+D1, D2 = date(2026, 11, 1), date(2026, 11, 2)
+
+
+@pytest.fixture()
+def sf():
+    with fakesnow.patch():
+        conn = snowflake.connector.connect()
+        cur = conn.cursor()
+        cur.execute("CREATE DATABASE IF NOT EXISTS SHOP")
+        cur.execute("CREATE SCHEMA IF NOT EXISTS SHOP.LAKE")
+        yield cur
+        conn.close()
+
+
+def _runner(cur, log):
+    """Executes the store's statements on fakesnow; the Scripting block (which the emulator
+    cannot parse) is run as its statements inside BEGIN/COMMIT."""
+    def run(sql):
+        log.append(sql)
+        if sql.startswith("EXECUTE IMMEDIATE"):
+            body = re.search(r"BEGIN TRANSACTION;\n(.*)    COMMIT;", sql, re.S).group(1)
+            cur.execute("BEGIN TRANSACTION")
+            for stmt in [s.strip() for s in body.split(";\n") if s.strip()]:
+                cur.execute(stmt.rstrip(";"))
+            cur.execute("COMMIT")
+            return []
+        cur.execute(sql)
+        return cur.fetchall() if cur.description else []
+    return run
+
+
+def _stager(cur):
+    """Stands in for the connector's DataFrame write: collects the Spark rows and inserts them."""
+    def stage(df, table):
+        cur.execute(f"DELETE FROM {table}")
+        rows = df.collect()
+        if not rows:
+            return
+        cols = ", ".join(q.ident(c) for c in df.columns)
+        marks = ", ".join(["%s"] * len(df.columns))
+        values = [tuple(json.dumps(v) if isinstance(v, (list, dict)) else v for v in r) for r in rows]
+        cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", values)
+    return stage
+
+
+def _store(spark, sf, log=None):
+    log = [] if log is None else log
+    return SnowflakeStore(spark, location=LOC, options=ConnectorOptions(), runner=_runner(sf, log),
+                          stager=_stager(sf), stream="bronze")
+
+
+def _clicks(spark, offsets, day=D1):
+    from shopstream.ids import uuid7_at
+    rows = []
+    for o in offsets:
+        ts = datetime(day.year, day.month, day.day, 10, 0, o % 60)
+        rows.append({f.name: None for f in TABLES["clicks"].schema.fields} | {
+            "ingestion_id": uuid7_at(int(ts.timestamp() * 1000), o), "topic": "clicks", "kafka_partition": 0,
+            "kafka_offset": o, "kafka_timestamp": ts, "ingest_date": day, "raw_value": "{}",
+            "ingested_at": ts, "batch_id": 0})
+    return spark.createDataFrame([tuple(r[f.name] for f in TABLES["clicks"].schema.fields) for r in rows],
+                                 TABLES["clicks"].schema)
+
+
+def _bounds(df):
+    ids = sorted(r.ingestion_id for r in df.collect())
+    dates = tuple(sorted({r.ingest_date for r in df.collect()}))
+    return MergeBounds(dates, ids[0], ids[-1])
+
+
+def _count(sf, table, where=""):
+    sf.execute(f"SELECT COUNT(*) FROM {LOC.table(table)} {where}")
+    return sf.fetchall()[0][0]
+
+
+def test_same_batch_twice_inserts_once_and_is_skipped_by_the_ledger(spark, sf):
+    log = []
+    store = _store(spark, sf, log)
+    spec = TABLES["clicks"]
+    store.ensure_table(spec)
+    batch = _clicks(spark, range(5))
+    assert store.insert_new(spec, batch, _bounds(batch), Txn("bronze:run-1", 0)) == 5
+    merges = sum(s.startswith("MERGE") for s in log)
+    assert store.insert_new(spec, batch, _bounds(batch), Txn("bronze:run-1", 0)) is None
+    assert sum(s.startswith("MERGE") for s in log) == merges          # skipped: no second MERGE
+    assert _count(sf, spec.name) == 5
+    # a new run (deleted checkpoint) re-reads the same records: the MERGE keys insert nothing
+    assert store.insert_new(spec, batch, _bounds(batch), Txn("bronze:run-2", 0)) == 0
+    assert _count(sf, spec.name) == 5
+
+
+def test_overlapping_batches_insert_each_record_once_with_one_bounded_merge_each(spark, sf):
+    log = []
+    store = _store(spark, sf, log)
+    spec = TABLES["clicks"]
+    store.ensure_table(spec)
+    a, b = _clicks(spark, range(0, 6)), _clicks(spark, range(4, 10))
+    assert store.insert_new(spec, a, _bounds(a), Txn("q:r", 0)) == 6
+    assert store.insert_new(spec, b, _bounds(b), Txn("q:r", 1)) == 4
+    assert _count(sf, spec.name) == 10
+    merges = [s for s in log if s.startswith("MERGE")]
+    assert len(merges) == 2
+    assert "\"INGEST_DATE\" IN ('2026-11-01'::DATE)" in merges[1] and " BETWEEN '" in merges[1]
+
+
+def test_in_batch_duplicates_are_removed_before_the_merge(spark, sf):
+    from shopstream import bronze
+    store = _store(spark, sf)
+    spec = TABLES["clicks"]
+    store.ensure_table(spec)
+    batch = bronze.dedupe_on_ingestion_id(_clicks(spark, [1, 1, 2, 2, 2, 3]))   # as the writer does
+    assert store.insert_new(spec, batch, _bounds(batch), Txn("q:r", 0)) == 3
+    assert _count(sf, spec.name) == 3
+
+
+def test_replace_partitions_is_one_transaction_and_leaves_other_dates(spark, sf):
+    store = _store(spark, sf)
+    spec = GOLD_TABLES["category_sales"]
+    store.ensure_table(spec)
+    from decimal import Decimal
+    rows = lambda d, cats: spark.createDataFrame([(d, c, 1, Decimal("1.5")) for c in cats], spec.schema)  # noqa: E731
+    store.replace_partitions(spec, rows(D1, ["a", "b", "c"]), D1, D1)
+    store.replace_partitions(spec, rows(D2, ["a"]), D2, D2)
+    store.replace_partitions(spec, rows(D1, ["x"]), D1, D1)                    # a rerun of D1
+    assert _count(sf, spec.name, f"WHERE \"SALES_DATE\" = '{D1}'") == 1
+    assert _count(sf, spec.name, f"WHERE \"SALES_DATE\" = '{D2}'") == 1
+    block = q.transaction_block(q.replace_partitions_statements(LOC, spec, "STAGE", D1, D2))
+    assert block.startswith("EXECUTE IMMEDIATE $$") and block.index("BEGIN TRANSACTION") < block.index("DELETE") \
+        < block.index("INSERT") < block.index("COMMIT")
+
+
+def test_upsert_applies_only_newer_events_and_reruns_change_nothing(spark, sf):
+    from shopstream import silver
+    store = _store(spark, sf)
+    spec = SILVER_TABLES["orders"]
+    store.ensure_table(spec)
+    names = spec.schema.fieldNames()
+
+    def state(status, created, paid, last, last_id):
+        r = dict.fromkeys(names)
+        r.update(order_id="o1", status=status, created_at=created, created_date=created.date() if created else None,
+                 paid_at=paid, last_event_time=last, last_event_id=last_id, currency="USD" if created else None)
+        return spark.createDataFrame([tuple(r[n] for n in names)], spec.schema)
+
+    t = lambda h: datetime(2026, 11, 1, h)  # noqa: E731
+    paid_first = state("paid", None, t(11), t(11), "e2")         # the payment is processed first
+    created = state("created", t(10), None, t(10), "e1")
+    for s in (paid_first, created, created, paid_first):         # reruns in any order
+        store.upsert(spec, s, silver.orders_update_set())
+    sf.execute(f"SELECT \"STATUS\", \"CREATED_AT\", \"PAID_AT\", \"CURRENCY\", \"LAST_EVENT_ID\" FROM {LOC.table(spec.name)}")
+    assert sf.fetchall() == [("paid", t(10), t(11), "USD", "e2")]
+
+
+# --- configuration, identifiers, secrets ---------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ['LAKE"; DROP TABLE X; --', "a b", "1abc", "", "x" * 300, "db.schema"])
+def test_configured_names_that_are_not_plain_identifiers_are_refused(bad):
+    with pytest.raises(q.UnsafeIdentifier):
+        q.Location("SHOP", bad)
+    conf = cfg.load("prod").with_overrides({"snowflake": {"schema": bad}})
+    with pytest.raises((q.UnsafeIdentifier, SnowflakeConfigError)):
+        connector_options(conf, environ={"SNOWFLAKE_PASSWORD": "x"})
+
+
+def test_switching_to_snowflake_is_a_config_change_only(spark, monkeypatch):
+    monkeypatch.setenv("SNOWFLAKE_OAUTH_TOKEN", "t0k3n")
+    conf = cfg.load("prod").with_overrides({"snowflake": {"auth": "oauth"}})
+    store = make_store(conf.store_type, spark, conf)
+    assert isinstance(store, SnowflakeStore) and store.loc == q.Location("SHOPSTREAM", "LAKEHOUSE")
+    assert store.options["sfAuthenticator"] == "oauth"
+    assert make_store(cfg.load("local").store_type, spark, cfg.load("local")).__class__.__name__ == "DeltaStore"
+    from shopstream import packages
+    assert any(c.startswith("net.snowflake:spark-snowflake_2.13:") for c in packages.spark_packages("snowflake"))
+    # the jobs never name a concrete store
+    for job in (cfg.PROJECT_ROOT / "jobs").glob("*.py"):
+        text = job.read_text()
+        assert "DeltaStore" not in text and "SnowflakeStore" not in text, job.name
+
+
+def _conf(auth):
+    return cfg.load("prod").with_overrides({"snowflake": {"auth": auth}})
+
+
+SECRET = "s3cr3t-Pa55w0rd-value"
+
+
+def test_password_options(caplog):
+    opts = connector_options(_conf("password"), environ={"SNOWFLAKE_PASSWORD": SECRET})
+    assert opts.for_spark()["sfPassword"] == SECRET
+    assert opts.for_spark()["sfURL"] == "myorg-myaccount.snowflakecomputing.com"
+    assert (opts["sfDatabase"], opts["sfSchema"], opts["sfWarehouse"], opts["sfRole"]) == \
+        ("SHOPSTREAM", "LAKEHOUSE", "SHOPSTREAM_WH", "SHOPSTREAM_ROLE")
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("shopstream.test").info("options: %s %r", opts, opts)
+    assert SECRET not in caplog.text and SECRET not in repr(opts) and SECRET not in str(opts["sfPassword"])
+
+
+def _pem(passphrase=None):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    enc = (serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
+           else serialization.NoEncryption())
+    return key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+def test_keypair_options_decrypt_an_encrypted_key(tmp_path, caplog):
+    from cryptography.hazmat.primitives import serialization
+    import base64
+    key, pem = _pem("pass-phrase-9")
+    f = tmp_path / "rsa_key.p8"
+    f.write_bytes(pem)
+    opts = connector_options(_conf("keypair"), environ={"SNOWFLAKE_PRIVATE_KEY_FILE": str(f),
+                                                        "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE": "pass-phrase-9"})
+    body = opts.for_spark()["pem_private_key"]
+    loaded = serialization.load_der_private_key(base64.b64decode(body), password=None)
+    assert loaded.private_numbers() == key.private_numbers()        # the same key, unencrypted
+    assert "BEGIN" not in body and body not in repr(opts)
+    _, plain = _pem()
+    opts2 = connector_options(_conf("keypair"), environ={"SNOWFLAKE_PRIVATE_KEY": plain.decode()})
+    assert len(opts2.for_spark()["pem_private_key"]) > 1000
+
+
+def test_wrong_passphrase_error_names_the_problem_not_the_secret(tmp_path):
+    _, pem = _pem("right-passphrase")
+    with pytest.raises(SnowflakeConfigError) as err:
+        connector_options(_conf("keypair"), environ={"SNOWFLAKE_PRIVATE_KEY": pem.decode(),
+                                                     "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE": "wrong-passphrase"})
+    text = str(err.value) + repr(err.value) + str(err.value.__cause__) + str(err.value.__context__)
+    assert "passphrase" in text and "wrong-passphrase" not in text and "PRIVATE KEY" not in text
+
+
+def test_oauth_options_and_missing_secrets():
+    opts = connector_options(_conf("oauth"), environ={"SNOWFLAKE_OAUTH_TOKEN": SECRET})
+    assert opts["sfAuthenticator"] == "oauth" and opts.for_spark()["sfToken"] == SECRET and SECRET not in repr(opts)
+    for auth, msg in (("password", "SNOWFLAKE_PASSWORD"), ("oauth", "SNOWFLAKE_OAUTH_TOKEN"),
+                      ("keypair", "SNOWFLAKE_PRIVATE_KEY")):
+        with pytest.raises(SnowflakeConfigError, match=msg):
+            connector_options(_conf(auth), environ={})
+    with pytest.raises(SnowflakeConfigError, match="password, keypair or oauth"):
+        connector_options(_conf("kerberos"), environ={})
+
+
+def test_secrets_file_outside_the_repo_only(tmp_path):
+    f = tmp_path / "secrets.toml"
+    f.write_text(f'[snowflake]\nSNOWFLAKE_PASSWORD = "{SECRET}"\n')
+    opts = connector_options(_conf("password"), environ={"SHOPSTREAM_SECRETS_FILE": str(f)})
+    assert opts.for_spark()["sfPassword"] == SECRET
+    inside = cfg.PROJECT_ROOT / "conf" / "local.toml"
+    with pytest.raises(SnowflakeConfigError, match="inside the repository"):
+        connector_options(_conf("password"), environ={"SHOPSTREAM_SECRETS_FILE": str(inside)})
+    assert repr(Secret(SECRET)) == "Secret('***')"
