@@ -32,7 +32,6 @@ from pyspark.sql import functions as F
 
 from shopstream import bronze, config as cfg, ids, schemas
 from shopstream.generator import FxTable, Params, generate
-from shopstream.ingest import BronzeBatchWriter
 from shopstream.kafka_local import LocalKafka
 from shopstream.producer import publish
 from shopstream.spark import build_session

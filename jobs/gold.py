@@ -13,11 +13,8 @@ import time
 
 from pyspark.sql import functions as F
 
-from shopstream import config as cfg
-from shopstream import logs, pipeline
-from shopstream.cli import date_args, date_range
-from shopstream.spark import build_session
-from shopstream.stores.base import make_store
+from shopstream import pipeline
+from shopstream.cli import date_args, date_range, job_context
 
 
 log = logging.getLogger("shopstream.gold")
@@ -59,11 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("--show", action="store_true", help="print the gold tables for the range")
     args = parser.parse_args(argv)
     days = date_range(args, parser)
-    logs.setup()
-    conf = cfg.load(args.env)
-    store_type = args.store or conf.store_type
-    spark = build_session(conf, app_name="shopstream-gold", store_type=store_type)
-    store = make_store(store_type, spark, conf)
+    conf, spark, store = job_context(args, "shopstream-gold")
     pipeline.ensure_gold_tables(store)
     t0 = time.monotonic()
     pipeline.gold_range(store, days[0], days[-1])

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                        audit["orders"].written + audit["clicks"].written))
     print("\nreconciliation")
     print(f"  bronze rows: {counts}; quarantine by reason: {reasons}")
-    print(f"  silver: " + "; ".join(f"{s}: written {a.written}, rejected {a.rejected}, duplicates {a.duplicates}"
+    print("  silver: " + "; ".join(f"{s}: written {a.written}, rejected {a.rejected}, duplicates {a.duplicates}"
                                     for s, a in sorted(audit.items())))
     ok = True
     for name, left, right in checks:

@@ -11,11 +11,8 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from shopstream import config as cfg
-from shopstream.cli import date_args, date_range
+from shopstream.cli import date_args, date_range, job_context
 from shopstream.report import build_html
-from shopstream.spark import build_session
-from shopstream.stores.base import make_store
 
 
 def main(argv=None) -> int:
@@ -25,10 +22,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     days = date_range(args, parser)
     first, last = days[0], days[-1]
-    conf = cfg.load(args.env)
-    store_type = args.store or conf.store_type
-    spark = build_session(conf, app_name="shopstream-report", store_type=store_type)
-    store = make_store(store_type, spark, conf)
+    conf, spark, store = job_context(args, "shopstream-report")
 
     def rows(table, col):  # gold tables are small aggregates
         return [r.asDict() for r in store.read(table).where(F.col(col).between(F.lit(first), F.lit(last))).collect()]

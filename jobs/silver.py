@@ -16,11 +16,8 @@ import argparse
 import logging
 import sys
 import time
-from shopstream import config as cfg
-from shopstream import logs, pipeline
-from shopstream.cli import date_args, date_range
-from shopstream.spark import build_session
-from shopstream.stores.base import make_store
+from shopstream import pipeline
+from shopstream.cli import date_args, date_range, job_context
 
 log = logging.getLogger("shopstream.silver")
 
@@ -31,11 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--late-days", type=int, default=None, help="default: silver.late_days in conf")
     args = parser.parse_args(argv)
     days = date_range(args, parser)
-    logs.setup()
-    conf = cfg.load(args.env)
-    store_type = args.store or conf.store_type
-    spark = build_session(conf, app_name="shopstream-silver", store_type=store_type)
-    store = make_store(store_type, spark, conf)
+    conf, spark, store = job_context(args, "shopstream-silver")
     settings = pipeline.SilverSettings.from_conf(conf, args.late_days)
     fx = pipeline.read_fx_rates(spark, conf.path("paths.fx_rates")).cache()
     pipeline.ensure_silver_tables(store)

@@ -111,7 +111,7 @@ def _bronze_subprocess(env_root: Path, kafka, topics, checkpoint: Path, max_offs
 
 
 def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(spark, kafka, fresh_topics, base_conf, tmp_path):
-    truth = _publish(kafka, fresh_topics, base_conf, sessions=700, days=1, seed=41,
+    truth = _publish(kafka, fresh_topics, base_conf, sessions=250, days=1, seed=41,
                      duplicate_fraction=0.03, malformed_fraction=0.03)
     total = truth["records_sent"]["total"]
     crashed = tmp_path / "crashed"

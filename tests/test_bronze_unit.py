@@ -4,20 +4,15 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from pyspark.sql import functions as F, types as T
+from pyspark.sql import functions as F
 
 from shopstream import bronze
 from shopstream.ids import uuid7_timestamp_ms
 from shopstream.ingest import BronzeBatchWriter
 from shopstream.stores.delta import DeltaStore
 
-TOPICS = {"orders": "orders", "clicks": "clicks"}
-KAFKA = T.StructType([
-    T.StructField("key", T.BinaryType()), T.StructField("value", T.BinaryType()),
-    T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
-    T.StructField("offset", T.LongType()), T.StructField("timestamp", T.TimestampType()),
-    T.StructField("timestampType", T.IntegerType()),
-])
+from rows import KAFKA, TOPICS  # noqa: E402
+
 TS = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
 CLICK = {"event_id": "019a3e2c-0000-7000-8000-000000000001", "event_type": "page_view",

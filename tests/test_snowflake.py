@@ -7,13 +7,12 @@ import re
 from datetime import date, datetime
 
 import pytest
-from pyspark.sql import types as T
 
 from shopstream import config as cfg
 from shopstream.ingest import TABLES
 from shopstream.pipeline import GOLD_TABLES, SILVER_TABLES
 from shopstream.stores import snowflake_sql as q
-from shopstream.stores.base import MergeBounds, TableSpec, Txn, make_store
+from shopstream.stores.base import MergeBounds, Txn, make_store
 from shopstream.stores.snowflake import (ConnectorOptions, Secret, SnowflakeConfigError, SnowflakeStore,
                                          connector_options)
 

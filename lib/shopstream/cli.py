@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import date
 
+from shopstream import config as cfg
 from shopstream.pipeline import dates
 
 
@@ -26,3 +27,16 @@ def date_range(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
     if args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
     return dates(args.start, args.end)
+
+
+def job_context(args: argparse.Namespace, app_name: str):
+    """(conf, spark, store) for a batch job, from --env / --store (store.type in conf by default)."""
+    from shopstream import logs
+    from shopstream.spark import build_session
+    from shopstream.stores.base import make_store
+
+    logs.setup()
+    conf = cfg.load(args.env)
+    store_type = args.store or conf.store_type
+    spark = build_session(conf, app_name=app_name, store_type=store_type)
+    return conf, spark, make_store(store_type, spark, conf)

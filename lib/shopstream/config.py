@@ -2,7 +2,8 @@
 
 `load("local")` reads conf/local.toml. The environment is chosen by the `--env` argument of a
 job or the SHOPSTREAM_ENV variable. Any key can be overridden from the environment with
-SHOPSTREAM__SECTION__KEY=value (double underscores separate the levels). A key a job needs but
+SHOPSTREAM__SECTION__KEY=value (double underscores separate the levels; names are lower-cased,
+so camelCase Spark settings such as spark.executor.extraClassPath go on spark-submit.sh --conf). A key a job needs but
 the file lacks fails at once with the file and key named (`Config.get`).
 
 Secrets are never read from these files: they come from the environment or a secrets file

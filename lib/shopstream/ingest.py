@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from shopstream import bronze, schemas
-from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn
+from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn, literal_rows
 
 log = logging.getLogger("shopstream.bronze")
 
@@ -112,8 +112,7 @@ class BronzeBatchWriter:
                sum(r.input_records.values()), r.input_records["orders"], r.input_records["clicks"],
                r.input_records["quarantine"], r.in_batch_duplicates, ins["orders"], ins["clicks"],
                ins["quarantine"], replayed)
-        spark = self.store.spark
-        self.store.append(BATCHES, spark.createDataFrame([row], schemas.BRONZE_BATCHES), txn)
+        self.store.append(BATCHES, literal_rows(self.store.spark, [row], schemas.BRONZE_BATCHES), txn)
         log.info("bronze batch=%s input=%s orders=%s clicks=%s quarantined=%s in_batch_duplicates=%s "
                  "replayed=%s duration_ms=%s", r.batch_id, sum(r.input_records.values()), ins["orders"],
                  ins["clicks"], ins["quarantine"], r.in_batch_duplicates, replayed, r.duration_ms)

@@ -18,6 +18,7 @@ CLI (used by spark-submit.sh and .ci/run):
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -110,6 +111,35 @@ def submit_args(conf: cfg.Config) -> list[str]:
     return args
 
 
+def executor_classpath(conf: cfg.Config | None = None) -> str:
+    """A classpath of the resolved package jars that Spark does not ship itself.
+
+    For clusters whose executors see the same paths (a shared filesystem, the same image, or
+    loopback): executors then load Delta from their system classpath. Jars added only through
+    --packages are loaded by a child classloader there, and Delta's serialized Scala lambdas
+    (ScalaUDF) fail to deserialize with "cannot assign instance of SerializedLambda"
+    (delta-io/delta#1419). Libraries Spark ships (Jackson, ...) are left out so that Spark's
+    versions win.
+    """
+    import pyspark
+
+    def artifact(jar: Path) -> str:   # org.group_artifact-1.2.3.jar / artifact-1.2.3.jar -> artifact
+        name = jar.stem.split("_", 1)[-1] if "_" in jar.stem.split("-")[0] else jar.stem
+        return re.sub(r"-\d[\w.\-]*$", "", name)
+
+    listing = resolved_jars_file(conf)
+    if not listing.is_file():
+        raise RuntimeError(f"{listing} is missing: run `python -m shopstream.packages resolve-spark` first")
+    spark_own = {artifact(j) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+    jars = [Path(j) for j in listing.read_text().split()]
+    return ":".join(str(j) for j in jars if artifact(j) not in spark_own)
+
+
+def resolved_jars_file(conf: cfg.Config | None = None) -> Path:
+    """The exact jars of the last resolution (the Ivy jars folder also keeps stale versions)."""
+    return ivy_dir(conf) / "resolved-jars.txt"
+
+
 def _pom(artifacts: list[str]) -> str:
     deps = []
     for coord in artifacts:
@@ -163,9 +193,14 @@ def resolve_spark(conf: cfg.Config | None = None, store_type: str = "delta") -> 
     """Fetch the plain jars and warm the Ivy cache by starting (and stopping) a local session."""
     from shopstream.spark import build_session
 
-    spark = build_session(conf or cfg.load(), app_name="shopstream-resolve", store_type=store_type,
+    conf = conf or cfg.load()
+    spark = build_session(conf, app_name="shopstream-resolve", store_type=store_type,
                           extra_conf={"spark.ui.enabled": "false"})
+    # the launcher puts exactly the jars it resolved (plus spark.jars) on the driver's classpath
+    local = spark.sparkContext.getConf().get("spark.repl.local.jars", "")
+    jars = [j.removeprefix("file://").removeprefix("file:") for j in local.split(",") if j]
     spark.stop()
+    resolved_jars_file(conf).write_text("\n".join(jars) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", default=None)
     sub.add_parser("ivy-dir").add_argument("--env", default=None)
     sub.add_parser("submit-args").add_argument("--env", default=None)
+    sub.add_parser("executor-classpath").add_argument("--env", default=None)
     sub.add_parser("resolve-kafka").add_argument("--env", default=None)
     r = sub.add_parser("resolve-spark")
     r.add_argument("--env", default=None)
@@ -186,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print(",".join(spark_packages(args.store or conf.store_type)))
     elif args.cmd == "submit-args":
         print("\n".join(submit_args(conf)))
+    elif args.cmd == "executor-classpath":
+        print(executor_classpath(conf))
     elif args.cmd == "ivy-dir":
         print(ivy_dir(conf))
     elif args.cmd == "resolve-kafka":

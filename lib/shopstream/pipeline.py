@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F, types as T
 
 from shopstream import gold, schemas, silver
-from shopstream.stores.base import Store, TableSpec
+from shopstream.stores.base import Store, TableSpec, literal_rows
 
 log = logging.getLogger("shopstream.pipeline")
 
@@ -118,7 +118,7 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
         orders.unpersist()
         clicks.unpersist()
     rows = [tuple(r[f.name] for f in silver.SILVER_AUDIT.fields) for r in audit]
-    store.replace_partitions(SILVER_TABLES["audit"], store.spark.createDataFrame(rows, silver.SILVER_AUDIT),
+    store.replace_partitions(SILVER_TABLES["audit"], literal_rows(store.spark, rows, silver.SILVER_AUDIT),
                              first, last)
     # sessions of date X are built from silver clicks of X-1, X and X+1: having changed the
     # clicks of [first, last], rebuild [first-1, last+1], so that dates can run in any order

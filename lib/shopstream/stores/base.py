@@ -76,6 +76,21 @@ class Store(ABC):
         aliases t = target and s = source); unmatched source rows are inserted whole."""
 
 
+def literal_rows(spark: SparkSession, rows: list[tuple], schema: T.StructType) -> DataFrame:
+    """A small DataFrame from Python values as literals: planned in the JVM, no Python workers
+    (createDataFrame on a list ships the rows through Python worker tasks)."""
+    from pyspark.sql import functions as F
+
+    if not rows:
+        return spark.createDataFrame([], schema)
+    selects = [spark.range(1).select(*[F.lit(v).cast(f.dataType).alias(f.name) for v, f in zip(row, schema.fields)])
+               for row in rows]
+    out = selects[0]
+    for df in selects[1:]:
+        out = out.unionByName(df)
+    return out
+
+
 def make_store(store_type: str, spark: SparkSession, conf) -> Store:
     """The store named by configuration (store.type)."""
     if store_type == "delta":
