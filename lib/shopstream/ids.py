@@ -99,19 +99,18 @@ def uuid7_col(ts_ms: Column, *key_cols: Column) -> Column:
 
     timestamp bits = ts_ms; rand_a (12 bits) and rand_b (62 bits) from two xxhash64 values of
     the key columns with different salts. Same inputs, same id; ids sort by ts_ms.
+    The two 64-bit halves are laid out as longs and formatted once (32 hex digits).
     """
     if not key_cols:
         raise ValueError("uuid7_col needs at least one key column to hash")
     h1 = F.xxhash64(F.lit("shopstream.uuid7.a"), *key_cols)
     h2 = F.xxhash64(F.lit("shopstream.uuid7.b"), *key_cols)
-    ts_hex = F.lpad(F.lower(F.hex(ts_ms.cast("long"))), 12, "0")
-    rand_a = F.lpad(F.lower(F.hex(h1.bitwiseAND(F.lit(0xFFF)))), 3, "0")
-    # variant 10 then 62 hash bits: the top bit set makes hex() print exactly 16 digits
-    tail = F.lower(F.hex(h2.bitwiseAND(F.lit(_LOW62)).bitwiseOR(F.lit(_VARIANT))))
-    return F.concat(
-        F.substring(ts_hex, 1, 8), F.lit("-"), F.substring(ts_hex, 9, 4), F.lit("-7"), rand_a,
-        F.lit("-"), F.substring(tail, 1, 4), F.lit("-"), F.substring(tail, 5, 12),
-    )
+    # high half: 48-bit ms | version 7 | rand_a; low half: variant 10 | 62 bits of rand_b
+    high = F.shiftleft(ts_ms.cast("long"), 16).bitwiseOR(F.lit(0x7000)).bitwiseOR(h1.bitwiseAND(F.lit(0xFFF)))
+    low = h2.bitwiseAND(F.lit(_LOW62)).bitwiseOR(F.lit(_VARIANT))   # top bit set: always 16 digits
+    digits = F.lower(F.concat(F.lpad(F.hex(high), 16, "0"), F.hex(low)))
+    return F.concat_ws("-", F.substring(digits, 1, 8), F.substring(digits, 9, 4), F.substring(digits, 13, 4),
+                       F.substring(digits, 17, 4), F.substring(digits, 21, 12))
 
 
 def uuid7_ts_ms_col(uuid_col: Column) -> Column:

@@ -47,8 +47,9 @@ def build_session(conf: cfg.Config, app_name: str | None = None, store_type: str
     builder = SparkSession.builder.appName(app_name or conf.get("spark.app_name", "shopstream"))
     if not _under_spark_submit():
         builder = builder.master(master or conf.get("spark.master", "local[*]"))
-        # Python workers run the same interpreter (and virtualenv) as this driver
-        builder = builder.config("spark.pyspark.python", sys.executable)
+        # Python workers run the same interpreter (and virtualenv) as this driver; PySpark's
+        # context reads the environment variable, not the spark.pyspark.python setting
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in session_conf(conf, store_type, extra_conf).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
