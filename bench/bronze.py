@@ -158,25 +158,37 @@ def _merge_once(spark, store: DeltaStore, start: int, batch: int, v4: bool, vers
     return time.perf_counter() - t0, inserted, scanned, all_files
 
 
-def merge_scaling(spark, args, work: Path) -> dict:
+def merge_scaling(spark, args, work: Path, rounds: int = 5) -> dict:
+    """Four tables (UUIDv7 / UUIDv4 keys x 1x / 100x the batch), a warm-up MERGE, then `rounds`
+    rounds in which each table gets one new batch in turn (interleaved, so drift in the
+    machine's load hits every variant alike); the median per variant is reported."""
+    variants = [(k, v4, m) for k, v4 in (("uuid7", False), ("uuid4", True)) for m in (1, 100)]
+    stores = {}
+    for key_kind, v4, multiple in variants:
+        store = DeltaStore(spark, work / f"scale-{key_kind}-{multiple}")
+        _build_table(spark, store, multiple, args.batch_rows, v4)
+        stores[(key_kind, multiple)] = store
+    warm = DeltaStore(spark, work / "scale-warmup")
+    _build_table(spark, warm, 1, args.batch_rows, False)
+    _merge_once(spark, warm, args.batch_rows, args.batch_rows, False, 0)
+    times = {k: [] for k in stores}
+    scans = {}
+    for i in range(rounds):
+        for key_kind, v4, multiple in variants:
+            start = (multiple + i) * args.batch_rows
+            seconds, inserted, scanned, files = _merge_once(spark, stores[(key_kind, multiple)], start,
+                                                            args.batch_rows, v4, i)
+            assert inserted == args.batch_rows, inserted
+            times[(key_kind, multiple)].append(seconds)
+            scans.setdefault((key_kind, multiple), (scanned, files))
     out = {}
-    for key_kind, v4 in (("uuid7", False), ("uuid4", True)):
-        for multiple in (1, 100):
-            store = DeltaStore(spark, work / f"scale-{key_kind}-{multiple}")
-            _build_table(spark, store, multiple, args.batch_rows, v4)
-            times, scans = [], None
-            for i in range(3):
-                start = (multiple + i) * args.batch_rows
-                seconds, inserted, scanned, files = _merge_once(spark, store, start, args.batch_rows, v4, i)
-                assert inserted == args.batch_rows, inserted
-                times.append(seconds)
-                scans = scans or (scanned, files)
-            out[f"{key_kind}_{multiple}x_s"] = statistics.median(times)
-            out[f"{key_kind}_{multiple}x_files_scanned"] = scans[0]
-            out[f"{key_kind}_{multiple}x_files_total"] = scans[1]
-            print(f"MERGE {args.batch_rows:,} rows into {multiple:>3}x ({key_kind}): "
-                  f"median {statistics.median(times):.2f}s; target files scanned {scans[0]} of {scans[1]}",
-                  flush=True)
+    for (key_kind, multiple), ts in times.items():
+        out[f"{key_kind}_{multiple}x_s"] = statistics.median(ts)
+        out[f"{key_kind}_{multiple}x_files_scanned"], out[f"{key_kind}_{multiple}x_files_total"] = scans[(key_kind, multiple)]
+        print(f"MERGE {args.batch_rows:,} rows into {multiple:>3}x ({key_kind}): median {statistics.median(ts):.2f}s "
+              f"of {rounds}; target files scanned {scans[(key_kind, multiple)][0]} of {scans[(key_kind, multiple)][1]}",
+              flush=True)
+    for key_kind in ("uuid7", "uuid4"):
         out[f"{key_kind}_ratio_100x_over_1x"] = out[f"{key_kind}_100x_s"] / out[f"{key_kind}_1x_s"]
         print(f"{key_kind}: 100x/1x = {out[f'{key_kind}_ratio_100x_over_1x']:.2f}")
     return out

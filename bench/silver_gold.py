@@ -177,7 +177,7 @@ def main() -> int:
     args = p.parse_args()
     conf = cfg.load()
     spark = build_session(conf, app_name="bench-silver-gold",
-                          extra_conf={"spark.ui.enabled": "false", "spark.driver.memory": "12g",
+                          extra_conf={"spark.ui.enabled": "false", "spark.driver.memory": "8g",
                                       "spark.sql.shuffle.partitions": "8"})
     work = Path(tempfile.mkdtemp(prefix="shopstream-bench-sg-"))
     try:
