@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -67,8 +67,7 @@ def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions):
 
 def run_available_now(spark: SparkSession, store: Store, opts: StreamOptions) -> BronzeBatchWriter:
     """Catch up on everything in the topics, then return (raises if the query failed)."""
-    opts.trigger = "available-now"
-    query, writer = start_bronze(spark, store, opts)
+    query, writer = start_bronze(spark, store, replace(opts, trigger="available-now"))
     query.awaitTermination()
     if query.exception() is not None:
         raise RuntimeError(f"bronze query failed: {query.exception()}")
