@@ -7,7 +7,8 @@
      ceiling  Kafka read + routing/JSON parse into Spark's no-op sink
      append   the same micro-batches written with plain Delta appends (no dedupe, no MERGE)
      bronze   the real writer: dedupe + one bounded MERGE per table + metrics row
-   -> events/s of each, bronze/append (goal >= 0.8) and bronze/ceiling.
+   append and bronze run --rounds times each in ABBA order (append, bronze, bronze, append),
+   each from empty tables -> events/s (mean), bronze/append (goal >= 0.8) and bronze/ceiling.
 2. MERGE scaling: one batch of --batch-rows merged into bronze_clicks-shaped tables holding
    about 1x and 100x the batch in the same ingest_date partition (written as 100 batches' worth
    of files), with UUIDv7 ingestion ids and with random UUIDv4 ids. Time per MERGE (median of
@@ -85,12 +86,21 @@ def throughput(spark, conf, args, work: Path) -> dict:
         out = {"records": sent}
         out["ceiling_events_per_s"] = _ceiling_rate(spark, kafka, work / "ceiling", args.max_offsets, sent)
         print(f"ceiling (read+parse, no-op sink): {out['ceiling_events_per_s']:,.0f} events/s", flush=True)
-        out["append_events_per_s"] = _stream_rate(spark, AppendStore(spark, work / "wh-append"), kafka,
-                                                  work / "append", args.max_offsets, sent)
-        print(f"plain Delta append:               {out['append_events_per_s']:,.0f} events/s", flush=True)
-        out["bronze_events_per_s"] = _stream_rate(spark, DeltaStore(spark, work / "wh-bronze"), kafka,
-                                                  work / "bronze", args.max_offsets, sent)
-        print(f"bronze (dedupe + MERGE):          {out['bronze_events_per_s']:,.0f} events/s", flush=True)
+        # append and bronze in ABBA order over the rounds, so that warm-up and drift in the
+        # machine's load fall on both alike; each run starts from empty tables and checkpoint
+        rates: dict[str, list[float]] = {"append": [], "bronze": []}
+        stores = {"append": AppendStore, "bronze": DeltaStore}
+        for r in range(args.rounds):
+            for kind in (("append", "bronze") if r % 2 == 0 else ("bronze", "append")):
+                rate = _stream_rate(spark, stores[kind](spark, work / f"wh-{kind}-{r}"), kafka,
+                                    work / f"{kind}-{r}", args.max_offsets, sent)
+                rates[kind].append(rate)
+                print(f"round {r} {kind:<7} {rate:,.0f} events/s", flush=True)
+        out["append_events_per_s"] = statistics.mean(rates["append"])
+        out["bronze_events_per_s"] = statistics.mean(rates["bronze"])
+        out["runs"] = rates
+        print(f"plain Delta append:               {out['append_events_per_s']:,.0f} events/s (mean)", flush=True)
+        print(f"bronze (dedupe + MERGE):          {out['bronze_events_per_s']:,.0f} events/s (mean)", flush=True)
         out["bronze_over_append"] = out["bronze_events_per_s"] / out["append_events_per_s"]
         out["bronze_over_ceiling"] = out["bronze_events_per_s"] / out["ceiling_events_per_s"]
         print(f"bronze/append = {out['bronze_over_append']:.2f}   bronze/ceiling = {out['bronze_over_ceiling']:.2f}")
@@ -221,6 +231,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=2_000_000)
     p.add_argument("--max-offsets", type=int, default=500_000)
+    p.add_argument("--rounds", type=int, default=2, help="throughput: append/bronze rounds (ABBA order)")
     p.add_argument("--batch-rows", type=int, default=20_000)
     p.add_argument("--row-by-row", type=int, default=200)
     p.add_argument("--only", choices=["throughput", "scaling", "rows"], default=None)

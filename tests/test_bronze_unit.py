@@ -14,6 +14,7 @@ from shopstream.stores.delta import DeltaStore
 from rows import KAFKA, TOPICS  # noqa: E402
 
 TS = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+INGESTED = datetime(2026, 11, 1, 12, 5, 30, tzinfo=timezone.utc)
 
 CLICK = {"event_id": "019a3e2c-0000-7000-8000-000000000001", "event_type": "page_view",
          "event_time": "2026-11-01T12:00:00+01:00", "schema_version": 1, "session_id": "s1",
@@ -85,13 +86,14 @@ def test_each_record_class_routes_with_its_reason(spark):
 
 def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):
     routed = _routed(spark, [_rec("orders", ORDER, 5), _rec("clicks", _with(CLICK, extra=1), 6)])
-    o = bronze.orders_rows(bronze.with_batch_columns(routed, 3)).first()
-    c = bronze.clicks_rows(bronze.with_batch_columns(routed, 3)).first()
+    o = bronze.orders_rows(bronze.with_batch_columns(routed, 3, INGESTED)).first()
+    c = bronze.clicks_rows(bronze.with_batch_columns(routed, 3, INGESTED)).first()
     assert json.loads(o.raw_value) == ORDER
     assert json.loads(c.raw_value)["extra"] == 1                      # unknown fields kept raw
     assert o.total_amount == pytest.approx(21.5) and str(o.items[0].unit_price) == "10.75"
     assert c.event_time == datetime(2026, 11, 1, 11, 0)               # +01:00 -> 11:00 UTC
     assert o.ingest_date.isoformat() == "2026-11-01" and o.batch_id == 3
+    assert o.ingested_at == c.ingested_at == datetime(2026, 11, 1, 12, 5, 30)   # the batch's one time
     assert uuid7_timestamp_ms(o.ingestion_id) == int(TS.timestamp() * 1000)
 
 
@@ -104,7 +106,7 @@ def test_ingestion_id_is_deterministic_per_kafka_coordinate(spark):
 
 
 def test_in_batch_dedupe_keeps_one_row_per_ingestion_id(spark):
-    routed = bronze.with_batch_columns(_routed(spark, [_rec("clicks", CLICK, 1)] * 3 + [_rec("clicks", CLICK, 2)]), 0)
+    routed = bronze.with_batch_columns(_routed(spark, [_rec("clicks", CLICK, 1)] * 3 + [_rec("clicks", CLICK, 2)]), 0, INGESTED)
     out = bronze.dedupe_on_ingestion_id(bronze.clicks_rows(routed))
     assert out.count() == 2 and out.select("ingestion_id").distinct().count() == 2
 

@@ -17,6 +17,8 @@ typed, and once with every field as a string, so "absent" and "present but misty
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F, types as T
 
@@ -145,8 +147,12 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
             .drop("_oversized", "_utf8", "_raw"))
 
 
-def with_batch_columns(df: DataFrame, batch_id: int) -> DataFrame:
-    return df.withColumn("ingested_at", F.current_timestamp()).withColumn("batch_id", F.lit(batch_id).cast("long"))
+def with_batch_columns(df: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:
+    """ingested_at is a literal (the batch's start), not current_timestamp(): Delta's MERGE
+    re-resolves its source plan, and a current_timestamp() in it no longer matches the cached
+    batch, so every MERGE would re-parse the whole batch (delta-io/delta#2011)."""
+    return (df.withColumn("ingested_at", F.lit(ingested_at).cast("timestamp"))
+            .withColumn("batch_id", F.lit(batch_id).cast("long")))
 
 
 def _typed_columns(struct: str, payload: T.StructType) -> list[Column]:

@@ -63,17 +63,17 @@ class BronzeBatchWriter:
         for spec in (*TABLES.values(), BATCHES):
             self.store.ensure_table(spec)
 
-    def route(self, batch_df: DataFrame, batch_id: int) -> DataFrame:
+    def route(self, batch_df: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:
         return (batch_df
                 .transform(bronze.with_kafka_metadata)
                 .transform(lambda df: bronze.route_records(df, self.topics, self.max_record_bytes))
-                .transform(lambda df: bronze.with_batch_columns(df, batch_id)))
+                .transform(lambda df: bronze.with_batch_columns(df, batch_id, ingested_at)))
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         started_at = datetime.now(timezone.utc)
         t0 = time.monotonic()
         txn = Txn(f"{self.query_name}:{self.run_id}", int(batch_id))
-        routed = self.route(batch_df, batch_id).persist()
+        routed = self.route(batch_df, batch_id, started_at).persist()
         try:
             stats = {r["dest"]: r for r in routed.groupBy("dest").agg(
                 F.count(F.lit(1)).alias("n"),

@@ -1,0 +1,162 @@
+"""Gold over generated events with Spark, and the same metrics by DuckDB over the same silver files.
+
+    .venv/bin/pip install -e ".[bench]"
+    .venv/bin/python bench/gold.py [--events 10000000] [--days 7]
+    .venv/bin/python bench/gold.py --warehouse DIR     # a warehouse kept by bench/silver.py --keep
+
+Either builds bronze and silver for --events (bench/_common.py, then silver_range), or reuses a
+warehouse that bench/silver.py kept. Then, timed side by side in one process:
+  spark   the gold job's gold_range over every date (three Delta tables written, replaceWhere)
+  duckdb  the three gold tables' metrics computed by DuckDB (2 threads, like local[*] here) from
+          the silver tables' current Parquet files (Delta's inputFiles(), so replaced files are
+          not read), into in-memory tables
+Both answers are compared (orders, GMV, cancelled and refunded GMV, units, item GMV and every
+funnel step per date must be equal), so the ratio compares two right answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+import _common
+from shopstream import config as cfg
+from shopstream.pipeline import (SilverSettings, ensure_gold_tables, ensure_silver_tables, gold_range,
+                                 read_fx_rates, silver_range)
+from shopstream.stores.delta import DeltaStore
+
+PER_DATE = """
+    SELECT d, sum(orders) AS orders, sum(gmv) AS gmv, sum(cancelled) AS cancelled, sum(refunded) AS refunded
+    FROM sales GROUP BY d ORDER BY d"""
+
+
+def duckdb_gold(store: DeltaStore, first: date, last: date):
+    """The three gold tables' metrics (design §6) in DuckDB; returns (seconds, connection)."""
+    import duckdb
+
+    def files(name):
+        return [f.replace("file:", "") for f in store.read(name).inputFiles()]
+
+    con = duckdb.connect()
+    con.execute("SET threads TO 2")
+    orders, sessions = files("silver_orders"), files("silver_sessions")
+    t0 = time.perf_counter()
+    con.execute(f"""
+        CREATE TEMP TABLE sales AS
+        SELECT created_date AS d, country, coalesce(channel, 'none') AS channel, count(*) AS orders,
+               sum(amount_usd) AS gmv, sum(amount_usd) / count(*) AS aov,
+               coalesce(sum(CASE WHEN status = 'cancelled' THEN amount_usd END), 0) AS cancelled,
+               coalesce(sum(CASE WHEN status = 'refunded' THEN amount_usd END), 0) AS refunded
+        FROM read_parquet({orders!r}) WHERE created_date BETWEEN DATE '{first}' AND DATE '{last}'
+        GROUP BY ALL""")
+    con.execute(f"""
+        CREATE TEMP TABLE category AS
+        SELECT created_date AS d, i.category AS category, sum(i.quantity) AS units,
+               sum(i.quantity * i.unit_price * fx_rate) AS item_gmv
+        FROM (SELECT created_date, fx_rate, unnest(items) AS i FROM read_parquet({orders!r})
+              WHERE created_date BETWEEN DATE '{first}' AND DATE '{last}')
+        GROUP BY ALL""")
+    con.execute(f"""
+        CREATE TEMP TABLE funnel AS
+        WITH s AS (
+          SELECT *, first_product_view_at IS NOT NULL AS pv,
+                 first_product_view_at IS NOT NULL AND first_add_to_cart_at > first_product_view_at AS atc
+          FROM read_parquet({sessions!r}) WHERE session_date BETWEEN DATE '{first}' AND DATE '{last}'),
+        s2 AS (SELECT *, atc AND first_checkout_start_at > first_add_to_cart_at AS cs FROM s),
+        s3 AS (SELECT *, cs AND first_order_at > first_checkout_start_at AS purchase FROM s2)
+        SELECT session_date AS d, device, channel, count(*) AS sessions, count(*) FILTER (pv) AS pv,
+               count(*) FILTER (atc) AS atc, count(*) FILTER (cs) AS cs, count(*) FILTER (purchase) AS purchase
+        FROM s3 GROUP BY ALL""")
+    return time.perf_counter() - t0, con
+
+
+def _dec(v) -> Decimal:
+    return Decimal(str(v))
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Same keys; counts equal; money within a cent (DuckDB and Spark round decimals differently)."""
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        for x, y in zip(a[k], b[k]):
+            if (abs(x - y) > Decimal("0.01")) if isinstance(x, Decimal) else x != y:
+                return False
+    return True
+
+
+def compare(store: DeltaStore, con) -> None:
+    """Spark's gold and DuckDB's metrics agree per date (counts exactly, money to the cent)."""
+    spark_sales = {r["d"]: (r["o"], _dec(r["g"]), _dec(r["c"]), _dec(r["r"])) for r in
+                   store.read("gold_daily_sales").groupBy(F.col("sales_date").alias("d")).agg(
+                       F.sum("orders").alias("o"), F.sum("gmv_usd").alias("g"),
+                       F.sum("cancelled_gmv_usd").alias("c"), F.sum("refunded_gmv_usd").alias("r")).collect()}
+    duck_sales = {d: (o, _dec(g), _dec(c), _dec(r)) for d, o, g, c, r in con.execute(PER_DATE).fetchall()}
+    spark_cat = {(r["sales_date"], r["category"]): (r["units"], _dec(r["item_gmv_usd"]))
+                 for r in store.read("gold_daily_category_sales").collect()}
+    duck_cat = {(d, c): (u, _dec(g)) for d, c, u, g in
+                con.execute("SELECT d, category, units, item_gmv FROM category").fetchall()}
+    spark_funnel = {(r["session_date"], r["device"], r["channel"]): (
+        r["sessions"], r["product_view_sessions"], r["add_to_cart_sessions"], r["checkout_start_sessions"],
+        r["purchase_sessions"]) for r in store.read("gold_daily_funnel").collect()}
+    duck_funnel = {(d, dev, ch): (s, a, b, c, p) for d, dev, ch, s, a, b, c, p in
+                   con.execute("SELECT d, device, channel, sessions, pv, atc, cs, purchase FROM funnel").fetchall()}
+    for name, a, b in (("sales", spark_sales, duck_sales), ("category", spark_cat, duck_cat),
+                       ("funnel", spark_funnel, duck_funnel)):
+        if not _same(a, b):
+            diff = sorted(set(a.items()) ^ set(b.items()), key=str)[:5]
+            raise AssertionError(f"Spark and DuckDB disagree on {name}: {diff}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=10_000_000)
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--warehouse", type=Path, default=None, help="a warehouse from bench/silver.py --keep")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    conf = cfg.load()
+    spark = _common.session(conf, "bench-gold")
+    work = None
+    try:
+        if args.warehouse is not None:
+            store = DeltaStore(spark, args.warehouse)
+            events = store.read("bronze_orders").count() + store.read("bronze_clicks").count()
+            days = sorted(r[0] for r in store.read("silver_order_events").select("event_date").distinct().collect())
+        else:
+            work = Path(tempfile.mkdtemp(prefix="shopstream-bench-gold-"))
+            loaded = _common.load_bronze(spark, conf, args.events, args.days, work)
+            store, events, days = loaded.store, loaded.events, loaded.dates
+            ensure_silver_tables(store)
+            silver_range(store, days[0], days[-1], SilverSettings(late_days=2),
+                         read_fx_rates(spark, conf.path("paths.fx_rates")))
+        ensure_gold_tables(store)
+        t0 = time.perf_counter()
+        gold_range(store, days[0], days[-1])
+        spark_s = time.perf_counter() - t0
+        duck_s, con = duckdb_gold(store, days[0], days[-1])
+        compare(store, con)
+        orders = store.read("silver_orders").count()
+        sessions = store.read("silver_sessions").count()
+    finally:
+        spark.stop()
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    out = {"events": events, "dates": len(days), "silver_orders": orders, "silver_sessions": sessions,
+           "spark_gold_s": spark_s, "duckdb_gold_s": duck_s, "spark_over_duckdb": spark_s / duck_s}
+    print(f"gold over {events:,} events ({len(days)} dates; {orders:,} orders, {sessions:,} sessions): "
+          f"Spark {spark_s:.1f}s, DuckDB {duck_s:.2f}s -> Spark/DuckDB {spark_s / duck_s:.1f}x (same answers)")
+    _common.write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
