@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyspark.sql import functions as F
 
 from shopstream.generator import FxTable, Params, generate
 from shopstream.ingest import BronzeBatchWriter
@@ -78,8 +78,6 @@ def stage_kafka_rows(params: Params, fx: FxTable, out: Path) -> tuple[int, dict]
 
 def load_bronze(spark, conf, events: int, days: int, work: Path) -> Loaded:
     """Generate `events` over `days` (1% producer duplicates, 2% late) into a new bronze."""
-    from pyspark.sql import functions as F
-
     fx = FxTable(conf.path("paths.fx_rates"))
     staged = work / f"kafka-{events}"
     staged.mkdir(parents=True)
@@ -140,8 +138,7 @@ def jvm_pid(spark) -> int:
 
 
 def python_peak_mb() -> float:
-    return peak_mb(os.getpid()) if Path(f"/proc/{os.getpid()}/status").exists() else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_mb(os.getpid())
 
 
 def write_json(path: Path | None, payload) -> None:
