@@ -2,6 +2,9 @@
 
     ./spark-submit.sh gold --date 2026-11-01
     ./spark-submit.sh gold --start 2026-11-01 --end 2026-11-07 [--show]
+
+Besides the range, it rebuilds the sales of every creation date whose orders silver changed
+since gold last built that date (a refund or cancellation days after the order).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 
 from pyspark.sql import functions as F
 
-from shopstream import pipeline
+from shopstream import gold, pipeline
 from shopstream.cli import date_args, date_range, job_context
 
 
@@ -42,12 +45,14 @@ def show(store, first, last) -> None:
     print("gold_daily_category_sales:")
     (store.read("gold_daily_category_sales").where(rng("sales_date")).orderBy("sales_date", F.col("item_gmv_usd").desc())
      .select("sales_date", "category", "units", cents("item_gmv_usd")).show(100, truncate=False))
-    print("gold_daily_funnel (per date, all devices and channels):")
-    steps = ["sessions"] + [f"{s}_sessions" for s in ("product_view", "add_to_cart", "checkout_start", "purchase")]
+    print("gold_daily_funnel (per date, all devices and channels; strict steps):")
+    steps = ["sessions"] + [f"{s}_sessions" for s in gold.KNOWN_STEPS]
+    reached = [f"{s}_reached_sessions" for s in gold.KNOWN_STEPS]
     (store.read("gold_daily_funnel").where(rng("session_date")).groupBy("session_date")
-     .agg(*[F.sum(c).alias(c) for c in steps])
-     .withColumn("conversion_rate", F.col("purchase_sessions") / F.col("sessions"))
-     .select("session_date", *steps, pct("conversion_rate")).orderBy("session_date").show(100, truncate=False))
+     .agg(*[F.sum(c).alias(c) for c in steps + reached + ["purchasing_sessions"]])
+     .withColumn("conversion_rate", F.col("purchasing_sessions") / F.col("sessions"))
+     .select("session_date", *steps, "purchasing_sessions", pct("conversion_rate")).orderBy("session_date")
+     .show(100, truncate=False))
 
 
 def main(argv=None) -> int:
@@ -59,7 +64,8 @@ def main(argv=None) -> int:
     conf, spark, store = job_context(args, "shopstream-gold")
     pipeline.ensure_gold_tables(store)
     t0 = time.monotonic()
-    pipeline.gold_range(store, days[0], days[-1])
+    steps = gold.funnel_steps(conf.get("gold.funnel_steps"))
+    pipeline.gold_range(store, days[0], days[-1], steps)
     log.info("gold done: %d date(s) %s..%s in %.1fs", len(days), days[0], days[-1], time.monotonic() - t0)
     if args.show:
         show(store, days[0], days[-1])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import uuid
+from datetime import date, datetime, timezone
 
 from pyspark.sql import types as T
 
+from shopstream import fx, pipeline
 from shopstream.ids import uuid7_at
 from shopstream.ingest import BronzeBatchWriter
 
@@ -29,10 +31,16 @@ def eid(t: datetime) -> str:
     return uuid7_at(int(t.timestamp() * 1000), next(_seq))
 
 
+def oid(name: str) -> str:
+    """A test's short order name ('o1') as the UUID the contract requires (deterministic)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"shopstream-test:{name}"))
+
+
 def order(event_type: str, order_id: str, at: str, **fields) -> dict:
+    """An order event; a short order_id such as 'o1' becomes oid('o1')."""
     t = ts(at)
     e = {"event_id": eid(t), "event_type": event_type, "event_time": t.isoformat().replace("+00:00", "Z"),
-         "schema_version": 1, "order_id": order_id, "user_id": "u1", "session_id": "s1",
+         "schema_version": 1, "order_id": order_id if len(order_id) >= 32 else oid(order_id), "user_id": "u1", "session_id": "s1",
          "currency": "USD", "total_amount": 20.0, "country": "US"}
     if event_type == "order_created":
         e["items"] = [{"product_id": "p1", "category": "books", "quantity": 2, "unit_price": 10.0}]
@@ -69,3 +77,13 @@ class Feed:
         writer = BronzeBatchWriter(store, TOPICS, 65536, "bronze-test", "run")
         writer.ensure_tables()
         writer(spark.createDataFrame(self.rows, KAFKA), batch_id)
+
+
+_RATES: dict = {}
+
+
+def load_fx(store, since: date = date(2026, 9, 1)) -> None:
+    """The packaged ECB rates from `since` into the store's ref_fx_rates (the fx_rates job's path)."""
+    if since not in _RATES:
+        _RATES[since] = fx.combine(fx.read_rates(fx.packaged_ecb_file(), since))
+    pipeline.load_fx_rates(store, _RATES[since])

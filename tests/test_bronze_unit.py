@@ -1,6 +1,7 @@
 """Bronze routing and the foreachBatch writer on static DataFrames, against real Delta tables."""
 
 import json
+from decimal import Decimal
 from datetime import datetime, timezone
 
 import pytest
@@ -20,12 +21,14 @@ CLICK = {"event_id": "019a3e2c-0000-7000-8000-000000000001", "event_type": "page
          "event_time": "2026-11-01T12:00:00+01:00", "schema_version": 1, "session_id": "s1",
          "user_id": None, "page_url": "/", "device": "mobile", "channel": "email", "country": "DE"}
 ORDER = {"event_id": "019a3e2c-0000-7000-8000-000000000002", "event_type": "order_created",
-         "event_time": "2026-11-01T12:00:00Z", "schema_version": 1, "order_id": "o1", "user_id": "u1",
+         "event_time": "2026-11-01T12:00:00Z", "schema_version": 1, "order_id": "019a3e2c-0000-7000-8000-0000000000a1", "user_id": "u1",
          "session_id": "s1", "currency": "EUR", "total_amount": 21.5, "country": "DE",
          "items": [{"product_id": "p1", "category": "books", "quantity": 2, "unit_price": 10.75}]}
 
 
 def _rec(topic, value, offset, partition=0, ts=TS):
+    if value is None:
+        return (None, None, topic, partition, offset, ts, 0)
     if isinstance(value, dict):
         value = json.dumps(value).encode()
     return (b"k", value, topic, partition, offset, ts, 0)
@@ -55,10 +58,46 @@ CASES = [
     ("product_view without product", "clicks", _with(CLICK, event_type="product_view"),
      "quarantine", "missing_required_field", "product_id,category"),
     ("wrong schema_version", "clicks", _with(CLICK, schema_version="one"), "quarantine", "wrong_type", "schema_version"),
-    ("wrong amount", "orders", _with(ORDER, total_amount="12,50 EUR"), "quarantine", "wrong_type", "total_amount"),
+    ("amount text not a number", "orders", _with(ORDER, total_amount="12,50 EUR"), "quarantine", "invalid_format",
+     "total_amount"),
+    ("amount as boolean", "orders", _with(ORDER, total_amount=True), "quarantine", "wrong_type", "total_amount"),
     ("wrong quantity", "orders", _with(ORDER, items=[{"product_id": "p1", "category": "b", "quantity": "two",
                                                       "unit_price": 1}]), "quarantine", "wrong_type", None),
-    ("bad event_time", "clicks", _with(CLICK, event_time="yesterday"), "quarantine", "wrong_type", "event_time"),
+    ("bad event_time", "clicks", _with(CLICK, event_time="yesterday"), "quarantine", "invalid_format", "event_time"),
+    # the strict input contract (design §2): each was accepted before
+    ("tombstone", "orders", None, "quarantine", "null_value", None),
+    ("schema_version 2", "orders", _with(ORDER, schema_version=2), "quarantine", "unsupported_schema_version",
+     "schema_version=2"),
+    ("schema_version as string", "clicks", _with(CLICK, schema_version="1"), "quarantine", "wrong_type",
+     "schema_version"),
+    ("event_time without offset", "clicks", _with(CLICK, event_time="2026-11-01T12:00:00"), "quarantine",
+     "invalid_format", "event_time"),
+    ("string field as number", "orders", _with(ORDER, user_id=12345), "quarantine", "wrong_type", "user_id"),
+    ("string field as object", "clicks", _with(CLICK, session_id={"id": "s1"}), "quarantine", "wrong_type",
+     "session_id"),
+    ("string field as array", "clicks", _with(CLICK, country=["DE"]), "quarantine", "wrong_type", "country"),
+    ("string field as boolean", "orders", _with(ORDER, currency=True), "quarantine", "wrong_type", "currency"),
+    ("item string as number", "orders", _with(ORDER, items=[{"product_id": 7, "category": "books", "quantity": 2,
+                                                            "unit_price": 10.75}]), "quarantine", "wrong_type", "items[]"),
+    ("amount string 1e3", "orders", _with(ORDER, total_amount="1e3"), "quarantine", "invalid_format", "total_amount"),
+    ("amount string with spaces", "orders", _with(ORDER, total_amount=" 21.50"), "quarantine", "invalid_format",
+     "total_amount"),
+    ("unit_price string 1e1", "orders", _with(ORDER, items=[{"product_id": "p1", "category": "books", "quantity": 2,
+                                                             "unit_price": "1.075e1"}]),
+     "quarantine", "invalid_format", "items[].unit_price"),
+    ("event_id not a UUID", "clicks", _with(CLICK, event_id="evt_0193a1b2c3d4"), "quarantine", "invalid_format",
+     "event_id"),
+    ("order_id not a UUID", "orders", _with(ORDER, order_id="o1"), "quarantine", "invalid_format", "order_id"),
+    ("items as object", "orders", _with(ORDER, items={"product_id": "p1"}), "quarantine", "wrong_type", "items"),
+    # odd but legal: accepted
+    ("amount as decimal string", "orders", _with(ORDER, total_amount="21.50"), "orders", None, None),
+    ("upper-case event_type", "orders", _with(ORDER, event_type=" ORDER_CREATED "), "orders", None, None),
+    ("upper-case bare-hex ids", "orders", _with(ORDER, event_id="019A3E2C00007000800000000000000F",
+                                                 order_id="019A3E2C-0000-7000-8000-0000000000A1"), "orders", None, None),
+    ("string 'true' and 'NaN' stay strings", "orders", _with(ORDER, user_id="true", session_id="NaN"), "orders",
+     None, None),
+    ("offset with fraction and space", "clicks", _with(CLICK, event_time="2026-11-01 12:00:00.123456+05:30"),
+     "clicks", None, None),
     ("unknown type", "orders", _with(ORDER, event_type="order_teleported"), "quarantine", "unknown_event_type",
      "order_teleported"),
     ("click type on orders topic", "orders", _with(ORDER, event_type="page_view"), "quarantine",
@@ -90,7 +129,8 @@ def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):
     c = bronze.clicks_rows(bronze.with_batch_columns(routed, 3, INGESTED)).first()
     assert json.loads(o.raw_value) == ORDER
     assert json.loads(c.raw_value)["extra"] == 1                      # unknown fields kept raw
-    assert o.total_amount == pytest.approx(21.5) and str(o.items[0].unit_price) == "10.75"
+    # amounts kept exactly as sent (silver checks them against the currency's minor units)
+    assert o.total_amount == Decimal("21.5") and o.items[0].unit_price == Decimal("10.75")
     assert c.event_time == datetime(2026, 11, 1, 11, 0)               # +01:00 -> 11:00 UTC
     assert o.ingest_date.isoformat() == "2026-11-01" and o.batch_id == 3
     assert o.ingested_at == c.ingested_at == datetime(2026, 11, 1, 12, 5, 30)   # the batch's one time

@@ -14,11 +14,10 @@ import pyspark
 import pytest
 from pyspark.sql import functions as F
 
-from rows import Feed, click, order
+from rows import Feed, click, load_fx, order
 from shopstream import config as cfg
 from shopstream.kafka_local import free_port
-from shopstream.pipeline import (SilverSettings, ensure_gold_tables, ensure_silver_tables, gold_range,
-                                 read_fx_rates, silver_range)
+from shopstream.pipeline import SilverSettings, ensure_gold_tables, ensure_silver_tables, gold_range, silver_range
 from shopstream.stores.delta import DeltaStore
 
 pytestmark = pytest.mark.slow
@@ -91,12 +90,12 @@ def test_silver_and_gold_on_a_standalone_cluster_equal_local_mode(spark, cluster
     master_url, worker_dir = cluster
     local, remote = DeltaStore(spark, tmp_path / "local"), DeltaStore(spark, tmp_path / "remote")
     _feed().load(spark, local)
+    load_fx(local)
     shutil.copytree(tmp_path / "local", tmp_path / "remote")
     first, last = date(2026, 11, 1), date(2026, 11, 2)
     ensure_silver_tables(local)
     ensure_gold_tables(local)
-    silver_range(local, first, last, SilverSettings(late_days=2),
-                 read_fx_rates(spark, cfg.PROJECT_ROOT / "conf" / "fx_rates.csv"))
+    silver_range(local, first, last, SilverSettings(late_days=2))
     gold_range(local, first, last)
 
     env = dict(os.environ, SHOPSTREAM__PATHS__WAREHOUSE=str(tmp_path / "remote"),

@@ -7,8 +7,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from shopstream.generator import FUNNEL_STEPS, FxTable, Params, generate
-from shopstream.pipeline import (SilverSettings, ensure_gold_tables, ensure_silver_tables, gold_range,
-                                 read_fx_rates, silver_range)
+from shopstream.pipeline import SilverSettings, ensure_gold_tables, ensure_silver_tables, gold_range, silver_range
+from rows import load_fx
 from shopstream.producer import publish
 from shopstream.stores.delta import DeltaStore
 from shopstream.stream import StreamOptions, run_available_now
@@ -32,8 +32,8 @@ def run(spark, kafka, base_conf, tmp_path_factory):
     days = sorted(date.fromisoformat(d) for d in summary["by_date"])
     ensure_silver_tables(store)
     ensure_gold_tables(store)
-    silver_range(store, days[0], days[-1], SilverSettings(late_days=2),
-                 read_fx_rates(spark, base_conf.path("paths.fx_rates")))
+    load_fx(store)
+    silver_range(store, days[0], days[-1], SilverSettings(late_days=2))
     gold_range(store, days[0], days[-1])
     return store, summary
 

@@ -1,14 +1,14 @@
 """Silver on real Delta tables, from bronze rows loaded by the real bronze writer."""
 
 from datetime import date
+from decimal import Decimal
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from rows import Feed, click, order
-from shopstream import config as cfg
-from shopstream.pipeline import SilverSettings, dates, ensure_silver_tables, read_fx_rates, silver_date, silver_range
+from rows import Feed, click, load_fx, oid, order
+from shopstream.pipeline import SilverSettings, dates, ensure_silver_tables, silver_date, silver_range
 from shopstream.stores.delta import DeltaStore
 
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
@@ -19,17 +19,18 @@ SETTINGS = SilverSettings(late_days=2, amount_ceiling_usd="10000", future_tolera
 def store(spark, tmp_path):
     s = DeltaStore(spark, tmp_path / "wh")
     ensure_silver_tables(s)
+    load_fx(s)
     return s
 
 
-@pytest.fixture(scope="module")
-def fx(spark):
-    return read_fx_rates(spark, cfg.load("local").path("paths.fx_rates")).cache()
+@pytest.fixture()
+def fx():
+    return None   # rates live in the store's ref_fx_rates (loaded by the store fixture)
 
 
 def run(store, fx, *days):
     for d in days:
-        silver_date(store, d, SETTINGS, fx)
+        silver_date(store, d, SETTINGS)
 
 
 def rejected_rules(store):
@@ -45,12 +46,12 @@ def test_each_order_rule_rejects_with_its_name(spark, store, fx):
         "negative_price": order("order_created", "o2", "2026-11-01 10:02", total_amount=-5.0,
                                 items=[{"product_id": "p", "category": "c", "quantity": 1, "unit_price": -5.0}]),
         "total_mismatch": order("order_created", "o3", "2026-11-01 10:03", total_amount=20.01),
-        "unknown_currency": order("order_created", "o4", "2026-11-01 10:04", currency="XYZ"),
+        "unsupported_currency": order("order_created", "o4", "2026-11-01 10:04", currency="XYZ"),
         "amount_over_ceiling": order("order_created", "o5", "2026-11-01 10:05", total_amount=20000.0,
                                      items=[{"product_id": "p", "category": "c", "quantity": 2, "unit_price": 10000.0}]),
         "invalid_country": order("order_created", "o6", "2026-11-01 10:06", country="Germany"),
         "items_required": order("order_created", "o7", "2026-11-01 10:07", items=[]),
-        "event_id_not_uuid7": order("order_paid", "o8", "2026-11-01 10:08", event_id="evt_0193a1b2c3d4"),
+        "event_id_not_uuid7": order("order_paid", "o8", "2026-11-01 10:08", event_id="5b7a3f1e-0c1d-4e2f-8a9b-0c1d2e3f4a5b"),
         "required_field": order("order_paid", "o9", "2026-11-01 10:09", user_id="   "),
     }
     for e in cases.values():
@@ -60,7 +61,7 @@ def test_each_order_rule_rejects_with_its_name(spark, store, fx):
     run(store, fx, D1)
     got = rejected_rules(store)
     expected = {e["event_id"]: rule for rule, e in cases.items()}
-    expected[future["event_id"]] = "event_time_in_future"
+    expected[future["event_id"]] = "event_time_out_of_range"
     assert got == expected
     kept = [r.event_id for r in store.read("silver_order_events").collect()]
     assert kept == [ok["event_id"]]
@@ -109,8 +110,9 @@ def test_late_event_lands_in_its_own_event_date(spark, store, fx):
     # one late_day fewer and it is out of reach for D1
     store2 = DeltaStore(spark, store.warehouse.parent / "wh2")
     ensure_silver_tables(store2)
+    load_fx(store2)
     f.load(spark, store2)
-    silver_date(store2, D1, SilverSettings(late_days=1), fx)
+    silver_date(store2, D1, SilverSettings(late_days=1))
     assert store2.read("silver_clicks").count() == 0
 
 
@@ -133,14 +135,15 @@ def test_order_state_from_out_of_order_events_in_any_date_order(spark, store, fx
     f.load(spark, store)
     run(store, fx, D3, D1, D2)           # the refund's date first
     o = {r.order_id: r for r in store.read("silver_orders").collect()}
-    assert o["o1"].status == "refunded"
-    assert (o["o1"].created_at.hour, o["o1"].paid_at.minute, o["o1"].refunded_at.day) == (10, 5, 3)
-    assert str(o["o1"].total_amount) == "21.50"
-    # 21.50 EUR at the 2026-11-01 rate 1.08750000, exact
-    assert str(o["o1"].amount_usd) == "23.3812500000" and str(o["o1"].fx_rate) == "1.08750000"
-    assert (o["o1"].device, o["o1"].channel) == ("tablet", "social")
-    assert o["o1"].created_date == D1 and o["o1"].last_event_id == refund["event_id"]
-    assert o["o2"].status == "cancelled" and o["o2"].paid_at is not None
+    assert o[oid("o1")].status == "refunded"
+    assert (o[oid("o1")].created_at.hour, o[oid("o1")].paid_at.minute, o[oid("o1")].refunded_at.day) == (10, 5, 3)
+    assert o[oid("o1")].total_amount == Decimal("21.50")
+    # 21.50 EUR on Sunday 2026-11-01: the ECB's latest rate on or before it, Friday 2026-10-30,
+    # USD 1.1172 per EUR (eurofxref-hist), exact
+    assert o[oid("o1")].fx_rate == Decimal("1.1172") and o[oid("o1")].amount_usd == Decimal("24.019800")
+    assert (o[oid("o1")].device, o[oid("o1")].channel) == ("tablet", "social")
+    assert o[oid("o1")].created_date == D1 and o[oid("o1")].last_event_id == refund["event_id"]
+    assert o[oid("o2")].status == "cancelled" and o[oid("o2")].paid_at is not None
 
 
 def test_rerun_changes_nothing_and_a_range_equals_single_days(spark, tmp_path, fx):
@@ -150,8 +153,9 @@ def test_rerun_changes_nothing_and_a_range_equals_single_days(spark, tmp_path, f
     a, b = DeltaStore(spark, tmp_path / "a"), DeltaStore(spark, tmp_path / "b")
     for s in (a, b):
         ensure_silver_tables(s)
+        load_fx(s)
         f.load(spark, s)
-    silver_range(a, D1, D3, SETTINGS, fx)  # one pass
+    silver_range(a, D1, D3, SETTINGS)  # one pass
     run(b, fx, D2, D3, D1)                 # single days, out of order
     run(b, fx, D1)                        # and a rerun
     for name, key in (("silver_order_events", "event_id"), ("silver_clicks", "event_id"),

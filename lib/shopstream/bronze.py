@@ -1,18 +1,30 @@
 """Bronze transforms (pure): Kafka records -> typed contract rows or quarantine rows.
 
 Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_quarantine:
-`route_records` tags each with its destination (`dest`) and, for quarantine, one reason:
+`route_records` tags each with its destination (`dest`) and, for quarantine, one reason
+(design §4, checked in this order):
 
-  oversized               value longer than bronze.max_record_bytes (checked first: not parsed)
-  not_utf8                value is not valid UTF-8
-  not_json                not a JSON object
-  missing_required_field  a field the contract requires for this topic / event_type is absent or null
-  unknown_event_type      event_type not one of the topic's types
-  wrong_type              a field is present but not of its contract type (e.g. schema_version
-                          "one", an unparseable event_time, a non-numeric amount)
+  null_value                 a record without a value (a Kafka tombstone)
+  oversized                  value longer than bronze.max_record_bytes (not parsed)
+  not_utf8                   value is not valid UTF-8
+  not_json                   not a JSON object
+  unsupported_schema_version schema_version is an integer other than 1 (its shape is unknown)
+  missing_required_field     a field the contract requires for this topic / event_type is absent or null
+  unknown_event_type         event_type not one of the topic's types (compared trimmed, case-insensitively)
+  wrong_type                 a field has the wrong JSON type: a string field given as a number, boolean,
+                             object or array; an integer given as a string or a fraction; an amount
+                             that is not a number or a decimal string
+  invalid_format             the right JSON type, the wrong text: event_time not RFC 3339 with an
+                             explicit offset; an amount string not a plain decimal (e.g. "1e3");
+                             an event_id / order_id that is not a UUID
 
-`detail` names the offending fields. Parsing uses explicit schemas (shopstream.schemas): once
-typed, and once with every field as a string, so "absent" and "present but mistyped" differ.
+`detail` names the offending fields. Amounts are kept exactly as sent (decimal(38,18)); silver
+checks them against their currency's minor units. Parsing uses explicit schemas
+(shopstream.schemas): once typed; once with every field as a string (so "absent" and "present
+but mistyped" differ, and the text can be checked); once with every string field as a double,
+which succeeds only for JSON numbers; and, only for records whose text shows one, with the
+string fields as boolean / object / array (Spark's JSON reader turns any JSON value into text
+for a string field, so the token type is only visible this way).
 """
 
 from __future__ import annotations
@@ -35,12 +47,38 @@ REQUIRED = {
 }
 EVENT_TYPES = {"orders": schemas.ORDER_EVENT_TYPES, "clicks": schemas.CLICK_EVENT_TYPES}
 PAYLOADS = {"orders": schemas.ORDER_PAYLOAD, "clicks": schemas.CLICK_PAYLOAD}
-_RAW_ITEM = "array<struct<product_id:string,category:string,quantity:string,unit_price:string>>"
+UUID_FIELDS = {"orders": ("event_id", "order_id"), "clicks": ("event_id",)}
+ITEM_STRINGS = ("product_id", "category")
+
+# RFC 3339 date-time with an explicit offset (Z or +hh:mm); 'T' may be a space (RFC 3339 §5.6 note)
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+UUID_TEXT = r"^(?i)([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})$"
+PLAIN_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+# texts a string token may have that Spark's double parser also accepts
+_NUMBER_WORDS = ("NaN", "Infinity", "-Infinity", "+Infinity", "INF", "+INF", "-INF")
+
+
+def _with_types(payload: T.StructType, string_as: T.DataType, amount_as: T.DataType | None = None) -> T.StructType:
+    """The payload with every string field (items' too) as `string_as` and amounts as `amount_as`."""
+    def field_type(name: str, dt: T.DataType) -> T.DataType:
+        if isinstance(dt, T.StringType):
+            return string_as
+        if name in schemas.AMOUNT_FIELDS and amount_as is not None:
+            return amount_as
+        if isinstance(dt, T.ArrayType) and isinstance(dt.elementType, T.StructType):
+            return T.ArrayType(T.StructType([T.StructField(f.name, field_type(f.name, f.dataType))
+                                             for f in dt.elementType.fields]))
+        return dt
+    return T.StructType([T.StructField(f.name, field_type(f.name, f.dataType)) for f in payload.fields])
 
 
 def _raw_schema(payload: T.StructType) -> T.StructType:
     return T.StructType([T.StructField(f.name, T.StringType()) for f in payload.fields]
                         + [T.StructField(_CORRUPT, T.StringType())])
+
+
+def _string_fields(payload: T.StructType) -> list[str]:
+    return [f.name for f in payload.fields if isinstance(f.dataType, T.StringType)]
 
 
 def with_kafka_metadata(df: DataFrame) -> DataFrame:
@@ -90,61 +128,116 @@ def route_records(df: DataFrame, topics: dict[str, str], max_bytes: int) -> Data
     return orders.unionByName(clicks).unionByName(other)
 
 
+def _looks_structured(text: Column) -> Column:
+    return text.isin("true", "false") | text.startswith("{") | text.startswith("[")
+
+
 def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
     payload = PAYLOADS[kind]
+    strings = _string_fields(payload)
     text = F.col("value").cast("string")
+    readable = F.col("value").isNotNull() & (F.length("value") <= max_bytes) & F.is_valid_utf8(F.col("value"))
+    raw_items_type = T.ArrayType(T.StructType([T.StructField(f.name, T.StringType())
+                                               for f in schemas.RAW_ITEM.fields]))
     parsed = (df
-              .withColumn("_oversized", F.length("value") > max_bytes)
-              .withColumn("_utf8", F.is_valid_utf8(F.col("value")))
-              .withColumn("_raw", F.when(~F.col("_oversized") & F.col("_utf8"),
-                                         F.from_json(text, _raw_schema(payload),
-                                                     {"mode": "PERMISSIVE",
-                                                      "columnNameOfCorruptRecord": _CORRUPT})))
-              .withColumn("e", F.when(~F.col("_oversized") & F.col("_utf8"), F.from_json(text, payload))))
-    raw, e = F.col("_raw"), F.col("e")
-    etype = raw["event_type"]
+              .withColumn("_raw", F.when(readable, F.from_json(text, _raw_schema(payload),
+                                                               {"mode": "PERMISSIVE",
+                                                                "columnNameOfCorruptRecord": _CORRUPT})))
+              .withColumn("e", F.when(readable, F.from_json(text, payload)))
+              .withColumn("_num", F.when(readable, F.from_json(text, _with_types(payload, T.DoubleType(), T.DoubleType())))))
+    raw, e, num = F.col("_raw"), F.col("e"), F.col("_num")
+    raw_items = F.coalesce(F.from_json(raw["items"], raw_items_type), F.array()) if kind == "orders" else None
+    suspicious = F.exists(F.array(*[raw[f] for f in strings]), lambda x: F.coalesce(_looks_structured(x), F.lit(False)))
+    if kind == "orders":
+        suspicious = suspicious | F.exists(raw_items, lambda i: F.coalesce(
+            _looks_structured(i["product_id"]) | _looks_structured(i["category"]), F.lit(False)))
+    probe_types = {"_bool": T.BooleanType(), "_obj": T.MapType(T.StringType(), T.StringType()),
+                   "_arr": T.ArrayType(T.StringType())}
+    for name, t in probe_types.items():
+        parsed = parsed.withColumn(name, F.when(suspicious, F.from_json(text, _with_types(payload, t))))
+    probes = [F.col(name) for name in probe_types]
+    etype = F.lower(F.trim(raw["event_type"]))
+
+    def not_a_string(value_text: Column, number: Column, others: list[Column]) -> Column:
+        """The field's JSON value was a number, boolean, object or array, not a string."""
+        is_number = number.isNotNull() & ~value_text.isin(*_NUMBER_WORDS)
+        is_other = F.greatest(*[F.coalesce(o.isNotNull(), F.lit(False)) for o in others])
+        return value_text.isNotNull() & (is_number | is_other)
+
+    def amount_checks(text: Column, number: Column, typed: Column) -> tuple[Column, Column]:
+        """(wrong_type, invalid_format) of an amount: a number is read exactly; a string must be
+        a plain decimal; a boolean, object or array is the wrong type."""
+        string_token = number.isNull() & ~F.coalesce(_looks_structured(text), F.lit(False))
+        wrong_t = text.isNotNull() & typed.isNull() & ~string_token
+        invalid_f = text.isNotNull() & string_token & (~text.rlike(PLAIN_DECIMAL) | typed.isNull())
+        return F.coalesce(wrong_t, F.lit(False)), F.coalesce(invalid_f, F.lit(False))
 
     required = [(f, raw[f].isNull()) for f in REQUIRED[kind]]
+    wrong = [(f.name, raw[f.name].isNotNull() & e[f.name].isNull()) for f in payload.fields
+             if not isinstance(f.dataType, T.StringType) and f.name not in schemas.AMOUNT_FIELDS
+             and f.name != "items"]
+    wrong += [(f, not_a_string(raw[f], num[f], [p[f] for p in probes])) for f in strings]
+    invalid = [("event_time", raw["event_time"].isNotNull() & (~raw["event_time"].rlike(RFC3339)
+                                                               | F.try_to_timestamp(raw["event_time"]).isNull()))]
+    invalid += [(f, raw[f].isNotNull() & ~F.trim(raw[f]).rlike(UUID_TEXT)) for f in UUID_FIELDS[kind]]
     if kind == "orders":
         required.append(("items", (etype == "order_created") & raw["items"].isNull()))
-        raw_items = F.from_json(raw["items"], _RAW_ITEM)
-        required.append(("items[]", (etype == "order_created") & F.exists(
-            F.coalesce(raw_items, F.array()),
-            lambda x: x.isNull() | x["product_id"].isNull() | x["category"].isNull()
+        required.append(("items[]", (etype == "order_created") & e["items"].isNotNull() & F.exists(
+            raw_items, lambda x: x.isNull() | x["product_id"].isNull() | x["category"].isNull()
             | x["quantity"].isNull() | x["unit_price"].isNull())))
+        total_wrong, total_invalid = amount_checks(raw["total_amount"], num["total_amount"], e["total_amount"])
+        # items: the raw texts, the number probe and the typed values, element by element
+        lines = F.arrays_zip(raw_items, F.coalesce(num["items"], F.array()), F.coalesce(e["items"], F.array()))
+
+        def line_checks(z: Column) -> tuple[Column, Column]:
+            r, n, t = z["0"], z["1"], z["2"]
+            price_wrong, price_invalid = amount_checks(r["unit_price"], n["unit_price"], t["unit_price"])
+            qty_wrong = F.coalesce(r["quantity"].isNotNull() & t["quantity"].isNull(), F.lit(False))
+            strings_wrong = F.coalesce((n["product_id"].isNotNull() & ~F.isnan(n["product_id"]))
+                                       | (n["category"].isNotNull() & ~F.isnan(n["category"])), F.lit(False))
+            return price_wrong | qty_wrong | strings_wrong, price_invalid
+
+        wrong.append(("total_amount", total_wrong))
+        wrong.append(("items", raw["items"].isNotNull() & e["items"].isNull()))
+        wrong.append(("items[]", F.exists(lines, lambda z: line_checks(z)[0])
+                      | F.greatest(*[F.exists(F.coalesce(p["items"], F.array()), lambda x: F.coalesce(
+                          x["product_id"].isNotNull() | x["category"].isNotNull(), F.lit(False))) for p in probes])))
+        invalid.append(("total_amount", total_invalid))
+        invalid.append(("items[].unit_price", F.exists(lines, lambda z: line_checks(z)[1])))
     else:
         for f in ("product_id", "category"):
             required.append((f, etype.isin(list(schemas.PRODUCT_CLICK_TYPES)) & raw[f].isNull()))
 
-    wrong = [(f.name, raw[f.name].isNotNull() & e[f.name].isNull())
-             for f in payload.fields if not isinstance(f.dataType, T.StringType)]
-    wrong.append(("event_time", raw["event_time"].isNotNull()
-                  & F.try_to_timestamp(raw["event_time"]).isNull()))
-    if kind == "orders":
-        wrong.append(("items[]", F.exists(F.coalesce(e["items"], F.array()),
-                                          lambda x: x.isNull() | x["quantity"].isNull()
-                                          | x["unit_price"].isNull())))
-
-    missing_detail, wrong_detail = _first_true(required), _first_true(wrong)
+    version = e["schema_version"]
+    parsed = (parsed.withColumn("_missing", _first_true(required)).withColumn("_wrong", _first_true(wrong))
+              .withColumn("_invalid", _first_true(invalid)))
+    missing_detail, wrong_detail, invalid_detail = F.col("_missing"), F.col("_wrong"), F.col("_invalid")
     not_json = raw.isNull() | raw[_CORRUPT].isNotNull()
-    reason = (F.when(F.col("_oversized"), "oversized")
-              .when(~F.col("_utf8"), "not_utf8")
+    reason = (F.when(F.col("value").isNull(), "null_value")
+              .when(F.length("value") > max_bytes, "oversized")
+              .when(~F.is_valid_utf8(F.col("value")), "not_utf8")
               .when(not_json, "not_json")
+              .when(version.isNotNull() & (version != schemas.SCHEMA_VERSION), "unsupported_schema_version")
               .when(etype.isNull(), "missing_required_field")
               .when(~etype.isin(list(EVENT_TYPES[kind])), "unknown_event_type")
               .when(missing_detail.isNotNull(), "missing_required_field")
-              .when(wrong_detail.isNotNull(), "wrong_type"))
-    detail = (F.when(F.col("_oversized"), F.concat(F.lit("bytes="), F.length("value").cast("string")))
-              .when(~F.col("_utf8") | not_json, F.lit(None))
+              .when(wrong_detail.isNotNull(), "wrong_type")
+              .when(invalid_detail.isNotNull(), "invalid_format"))
+    detail = (F.when(F.col("value").isNull(), F.lit(None))
+              .when(F.length("value") > max_bytes, F.concat(F.lit("bytes="), F.length("value").cast("string")))
+              .when(~F.is_valid_utf8(F.col("value")) | not_json, F.lit(None))
+              .when(version.isNotNull() & (version != schemas.SCHEMA_VERSION),
+                    F.concat(F.lit("schema_version="), version.cast("string")))
               .when(etype.isNull(), F.lit("event_type"))
-              .when(~etype.isin(list(EVENT_TYPES[kind])), etype)
+              .when(~etype.isin(list(EVENT_TYPES[kind])), raw["event_type"])
               .when(missing_detail.isNotNull(), missing_detail)
-              .otherwise(wrong_detail))
+              .when(wrong_detail.isNotNull(), wrong_detail)
+              .otherwise(invalid_detail))
     return (parsed
             .withColumn("reason", reason)
             .withColumn("detail", detail)
             .withColumn("dest", F.when(F.col("reason").isNull(), F.lit(kind)).otherwise(F.lit("quarantine")))
-            .drop("_oversized", "_utf8", "_raw"))
+            .drop("_raw", "_num", *probe_types, "_missing", "_wrong", "_invalid"))
 
 
 def with_batch_columns(df: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:
@@ -188,9 +281,10 @@ def clicks_rows(routed: DataFrame) -> DataFrame:
 
 
 def quarantine_rows(routed: DataFrame) -> DataFrame:
-    """bronze_quarantine contract (schemas.BRONZE_QUARANTINE): raw bytes, coordinates, reason."""
+    """bronze_quarantine contract (schemas.BRONZE_QUARANTINE): raw bytes (empty for a tombstone,
+    whose reason says null_value), coordinates, reason."""
     return routed.where(F.col("dest") == "quarantine").select(
-        *_meta(), F.col("value").alias("raw_bytes"), F.col("reason"), F.col("detail"), *_tail())
+        *_meta(), F.coalesce(F.col("value"), F.lit(b"")).alias("raw_bytes"), F.col("reason"), F.col("detail"), *_tail())
 
 
 def dedupe_on_ingestion_id(df: DataFrame) -> DataFrame:

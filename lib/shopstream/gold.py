@@ -1,17 +1,21 @@
-"""Gold transforms (pure), exactly as design §6 defines the metrics.
+"""Gold transforms (pure), exactly as docs/design.md §6 defines the metrics.
 
 - GMV for date D = Σ amount_usd of orders whose order_created event date is D, whatever
   happened to them later; orders = their count; AOV = GMV / orders.
 - cancelled_gmv / refunded_gmv: the part of that GMV whose orders are now cancelled / refunded;
-  net_revenue = GMV − cancelled_gmv − refunded_gmv.
-- category sales: units and item GMV (Σ quantity × unit_price × the order's fx_rate).
-- funnel by (session_date, device, channel): a session counts at a step only if it reached
-  every earlier step first — strictly earlier first occurrences:
-  sessions → product_view → add_to_cart → checkout_start → purchase (its first order_created).
-  conversion_rate = purchasing sessions / sessions; each step's rate is from the step before.
+  net_revenue = GMV − cancelled_gmv − refunded_gmv. A refund weeks later changes its order's
+  creation date (the job rebuilds every creation date silver changed).
+- category sales: units and item GMV (Σ quantity × unit_price × the order's fx_rate), exact.
+- funnel by (session_date, device, channel), over the configured steps (gold.funnel_steps,
+  default product_view → add_to_cart → checkout_start → purchase): `<step>_sessions` counts a
+  session at a step only if it reached every earlier configured step first (strictly earlier
+  first occurrences); `<step>_reached_sessions` counts every session where the step happened
+  at all. A step not configured has null strict counts and rates.
+  purchasing_sessions = sessions with at least one valid order, whatever steps they reached;
+  conversion_rate = purchasing_sessions / sessions; each step's rate is from the step before.
 
-Money stays decimal (amount_usd is exact, scale 10); rates are decimals too, rounded only
-for display.
+Money stays decimal (products of 4-decimal amounts and 12-decimal rates: scale 16, exact);
+rates are decimals too, rounded only for display.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from datetime import date
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F, types as T
 
-GOLD_USD = T.DecimalType(38, 10)
+from shopstream import schemas
+
+GOLD_USD = T.DecimalType(38, 16)
 RATE = T.DecimalType(20, 10)
 NO_CHANNEL = "none"   # orders placed without a session (API orders)
 
@@ -44,17 +50,38 @@ GOLD_DAILY_CATEGORY_SALES = T.StructType([
     T.StructField("item_gmv_usd", GOLD_USD, False),
 ])
 
-FUNNEL_STEPS = ("product_view", "add_to_cart", "checkout_start", "purchase")
+KNOWN_STEPS = ("product_view", "add_to_cart", "checkout_start", "purchase")
+FUNNEL_STEPS = KNOWN_STEPS   # the default configured funnel
+STEP_TIMES = {"product_view": "first_product_view_at", "add_to_cart": "first_add_to_cart_at",
+              "checkout_start": "first_checkout_start_at", "purchase": "first_order_at"}
 
 GOLD_DAILY_FUNNEL = T.StructType(
     [T.StructField("session_date", T.DateType(), False),
      T.StructField("device", T.StringType(), False),
      T.StructField("channel", T.StringType(), False),
-     T.StructField("sessions", T.LongType(), False)]
-    + [T.StructField(f"{s}_sessions", T.LongType(), False) for s in FUNNEL_STEPS]
-    + [T.StructField(f"{s}_rate", RATE) for s in FUNNEL_STEPS]
+     T.StructField("sessions", T.LongType(), False),
+     T.StructField("purchasing_sessions", T.LongType(), False)]
+    + [T.StructField(f"{s}_sessions", T.LongType()) for s in KNOWN_STEPS]            # strict; null: not configured
+    + [T.StructField(f"{s}_reached_sessions", T.LongType(), False) for s in KNOWN_STEPS]
+    + [T.StructField(f"{s}_rate", RATE) for s in KNOWN_STEPS]
     + [T.StructField("conversion_rate", RATE)]
 )
+
+# which silver_order_changes version each gold date was built from (pipeline.gold_range)
+GOLD_BUILDS = T.StructType([
+    T.StructField("sales_date", T.DateType(), False),
+    T.StructField("change_id", T.StringType()),
+    T.StructField("built_at", T.TimestampType(), False),
+])
+
+
+def funnel_steps(configured) -> tuple[str, ...]:
+    """Validate conf gold.funnel_steps: a non-empty ordered list of distinct known steps."""
+    steps = tuple(str(s).strip().lower() for s in configured)
+    unknown = [s for s in steps if s not in KNOWN_STEPS]
+    if not steps or unknown or len(set(steps)) != len(steps):
+        raise ValueError(f"gold.funnel_steps {list(configured)}: give distinct steps out of {list(KNOWN_STEPS)}")
+    return steps
 
 
 def _usd_sum(c: Column) -> Column:
@@ -90,17 +117,20 @@ def daily_category_sales(orders: DataFrame, first: date, last: date | None = Non
              .select("created_date", "fx_rate", F.explode("items").alias("i")))
     return (lines.groupBy(F.col("created_date").alias("sales_date"), F.col("i.category").alias("category"))
             .agg(F.sum("i.quantity").cast("long").alias("units"),
-                 _usd_sum(F.col("i.quantity") * F.col("i.unit_price") * F.col("fx_rate")).alias("item_gmv_usd"))
+                 # the line as money (valid lines are at most the order's total) times the rate:
+                 # decimal(18,4) x decimal(18,12) is exact; an int x money x rate product would
+                 # exceed 38 digits and Spark would round it to 6 decimals
+                 _usd_sum((F.col("i.quantity") * F.col("i.unit_price")).cast(schemas.MONEY)
+                          * F.col("fx_rate")).alias("item_gmv_usd"))
             .select("sales_date", "category", "units", "item_gmv_usd"))
 
 
-def with_strict_steps(sessions: DataFrame) -> DataFrame:
-    """reached_<step> flags: the step's first time exists and is after the previous step's."""
-    times = {"product_view": "first_product_view_at", "add_to_cart": "first_add_to_cart_at",
-             "checkout_start": "first_checkout_start_at", "purchase": "first_order_at"}
+def with_strict_steps(sessions: DataFrame, steps: tuple[str, ...] = FUNNEL_STEPS) -> DataFrame:
+    """reached_<step> flags for the configured steps: the step's first time exists and is after
+    the previous configured step's."""
     out, previous_reached, previous_time = sessions, None, None
-    for step in FUNNEL_STEPS:
-        t = F.col(times[step])
+    for step in steps:
+        t = F.col(STEP_TIMES[step])
         reached = t.isNotNull() if previous_reached is None else (previous_reached & t.isNotNull() & (previous_time < t))
         out = out.withColumn(f"reached_{step}", F.coalesce(reached, F.lit(False)))
         previous_reached, previous_time = F.col(f"reached_{step}"), t
@@ -111,15 +141,22 @@ def _rate(num: Column, den: Column) -> Column:
     return F.when(den > 0, (num.cast("decimal(20,0)") / den.cast("decimal(20,0)")).cast(RATE))
 
 
-def daily_funnel(sessions: DataFrame, first: date, last: date | None = None) -> DataFrame:
+def daily_funnel(sessions: DataFrame, first: date, last: date | None = None,
+                 steps: tuple[str, ...] = FUNNEL_STEPS) -> DataFrame:
     """gold_daily_funnel rows for [first, last] from silver_sessions."""
-    flagged = with_strict_steps(sessions.where(_in("session_date", first, last)))
+    flagged = with_strict_steps(sessions.where(_in("session_date", first, last)), steps)
     counts = flagged.groupBy("session_date", "device", "channel").agg(
         F.count(F.lit(1)).cast("long").alias("sessions"),
-        *[F.count(F.when(F.col(f"reached_{s}"), 1)).cast("long").alias(f"{s}_sessions") for s in FUNNEL_STEPS])
-    previous = ["sessions"] + [f"{s}_sessions" for s in FUNNEL_STEPS[:-1]]
+        F.count(F.when(F.col("has_order"), 1)).cast("long").alias("purchasing_sessions"),
+        *[F.count(F.when(F.col(f"reached_{s}"), 1)).cast("long").alias(f"{s}_sessions") for s in steps],
+        *[F.count(F.when(F.col(STEP_TIMES[s]).isNotNull(), 1)).cast("long").alias(f"{s}_reached_sessions")
+          for s in KNOWN_STEPS])
+    previous = dict(zip(steps, ("sessions",) + tuple(f"{s}_sessions" for s in steps[:-1])))
+    null_long = F.lit(None).cast("long")
     return counts.select(
-        "session_date", "device", "channel", "sessions",
-        *[f"{s}_sessions" for s in FUNNEL_STEPS],
-        *[_rate(F.col(f"{s}_sessions"), F.col(p)).alias(f"{s}_rate") for s, p in zip(FUNNEL_STEPS, previous)],
-        _rate(F.col("purchase_sessions"), F.col("sessions")).alias("conversion_rate"))
+        "session_date", "device", "channel", "sessions", "purchasing_sessions",
+        *[(F.col(f"{s}_sessions") if s in steps else null_long).alias(f"{s}_sessions") for s in KNOWN_STEPS],
+        *[f"{s}_reached_sessions" for s in KNOWN_STEPS],
+        *[(_rate(F.col(f"{s}_sessions"), F.col(previous[s])) if s in steps else F.lit(None).cast(RATE))
+          .alias(f"{s}_rate") for s in KNOWN_STEPS],
+        _rate(F.col("purchasing_sessions"), F.col("sessions")).alias("conversion_rate"))

@@ -6,14 +6,17 @@ All reads and writes go through `Store`; the transforms are in shopstream.silver
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F, types as T
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
-from shopstream import gold, schemas, silver
+from shopstream import gold, silver
+from shopstream import schemas
+from shopstream.ids import uuid7_at
 from shopstream.stores.base import Store, TableSpec, literal_rows
 
 log = logging.getLogger("shopstream.pipeline")
@@ -21,17 +24,16 @@ log = logging.getLogger("shopstream.pipeline")
 SILVER_TABLES = {
     "order_events": TableSpec("silver_order_events", silver.SILVER_ORDER_EVENTS, "event_date", "event_id"),
     "clicks": TableSpec("silver_clicks", silver.SILVER_CLICKS, "event_date", "event_id"),
-    "rejects": TableSpec("silver_rejects", silver.SILVER_REJECTS, "event_date"),
+    "rejects": TableSpec("silver_rejects", silver.SILVER_REJECTS, "silver_date"),
     "sessions": TableSpec("silver_sessions", silver.SILVER_SESSIONS, "session_date", "session_id"),
     "orders": TableSpec("silver_orders", silver.SILVER_ORDERS, None, "order_id"),
     "audit": TableSpec("silver_audit", silver.SILVER_AUDIT, "event_date"),
+    # creation dates whose orders a silver run changed, with that run's id: gold rebuilds a date
+    # whose change_id differs from the one it last built it from (gold_builds)
+    "order_changes": TableSpec("silver_order_changes", silver.SILVER_ORDER_CHANGES, None, "created_date"),
 }
 
-FX_SCHEMA = T.StructType([
-    T.StructField("rate_date", T.DateType(), False),
-    T.StructField("currency", T.StringType(), False),
-    T.StructField("usd_per_unit", schemas.FX_RATE, False),
-])
+FX_TABLE = TableSpec("ref_fx_rates", schemas.REF_FX_RATES, None, ("rate_date", "currency"))
 
 
 @dataclass(frozen=True)
@@ -39,16 +41,36 @@ class SilverSettings:
     late_days: int = 2
     amount_ceiling_usd: str = "1000000"
     future_tolerance_minutes: int = 60
+    default_late_days: int | None = None     # silver.late_days in conf; None: late_days
+    max_event_age_days: int = 30
+    fx_max_staleness_days: int = 7
+
+    def __post_init__(self) -> None:
+        if self.default_late_days is None:
+            object.__setattr__(self, "default_late_days", self.late_days)
+        if not 0 <= self.future_tolerance_minutes < 24 * 60:
+            raise ValueError("silver.future_tolerance_minutes must be in [0, 1440)")
+        if self.max_event_age_days <= self.default_late_days + 1:
+            raise ValueError("silver.max_event_age_days must exceed silver.late_days + 1")
 
     @classmethod
     def from_conf(cls, conf, late_days: int | None = None) -> "SilverSettings":
-        return cls(late_days=int(late_days if late_days is not None else conf.get("silver.late_days")),
+        default = int(conf.get("silver.late_days"))
+        return cls(late_days=int(late_days if late_days is not None else default),
                    amount_ceiling_usd=str(conf.get("silver.amount_ceiling_usd")),
-                   future_tolerance_minutes=int(conf.get("silver.future_tolerance_minutes")))
+                   future_tolerance_minutes=int(conf.get("silver.future_tolerance_minutes")),
+                   default_late_days=default,
+                   max_event_age_days=int(conf.get("silver.max_event_age_days")),
+                   fx_max_staleness_days=int(conf.get("silver.fx_max_staleness_days")))
 
 
-def read_fx_rates(spark: SparkSession, path) -> DataFrame:
-    return spark.read.csv(str(path), header=True, schema=FX_SCHEMA, mode="FAILFAST")
+def load_fx_rates(store: Store, rates: list) -> int:
+    """Upsert shopstream.fx Rate rows into ref_fx_rates (loading a file again changes nothing)."""
+    store.ensure_table(FX_TABLE)
+    rows = [(r.rate_date, r.currency, r.usd_per_unit, r.source) for r in rates]
+    df = store.spark.createDataFrame(rows, schemas.REF_FX_RATES)
+    store.upsert(FX_TABLE, df, {c: f"s.{c}" for c in ("usd_per_unit", "source")})
+    return len(rows)
 
 
 def dates(start: date, end: date) -> list[date]:
@@ -57,55 +79,80 @@ def dates(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def _bronze_window(store: Store, table: str, first: date, last: date, late_days: int) -> DataFrame:
-    return (store.read(table)
+def _owned_rows(store: Store, table: str, first: date, last: date, s: SilverSettings) -> DataFrame:
+    """Bronze rows the run for [first, last] owns (silver module docstring), with `by_event`
+    (processed for its event date) and `by_ingest` (outside every default window, owned by its
+    ingest date) flags and the owning `silver_date`."""
+    rows = (store.read(table)
             .where(F.col("ingest_date").between(F.lit(first - timedelta(days=1)),
-                                                F.lit(last + timedelta(days=late_days))))
-            .transform(lambda df: silver.select_event_dates(df, first, last)))
+                                                F.lit(last + timedelta(days=s.late_days))))
+            .transform(lambda df: silver.with_ownership(df, s.late_days, s.default_late_days,
+                                                        s.max_event_age_days, s.future_tolerance_minutes)))
+    by_event = F.col("event_date").between(F.lit(first), F.lit(last)) & F.col("in_window")
+    by_ingest = F.col("ingest_date").between(F.lit(first), F.lit(last)) & ~F.col("in_default_window")
+    return (rows.withColumn("by_event", by_event).withColumn("by_ingest", by_ingest)
+            .where(F.col("by_event") | F.col("by_ingest")))
+
+
+def _checked(owned: DataFrame, clean, enrich, rules) -> DataFrame:
+    """Event-owned rows cleaned, deduplicated, enriched and validated; plus the ingest-owned rows
+    whose event time is out of range, as rejects. One frame, `role` 'event' or 'ingest'."""
+    cleaned = owned.transform(clean)
+    events = (cleaned.where(F.col("by_event")).transform(silver.dedupe_events).transform(enrich)
+              .transform(lambda df: silver.with_rule_failures(df, rules))
+              .withColumn("role", F.lit("event")).withColumn("silver_date", F.col("event_date")))
+    ingest = (cleaned.where(F.col("by_ingest"))
+              .withColumn("is_duplicate", F.lit(False))
+              .withColumn("failed_rules", F.when(F.col("out_of_range"), F.array(F.lit("event_time_out_of_range")))
+                          .otherwise(F.array().cast("array<string>")))
+              .withColumn("role", F.lit("ingest")).withColumn("silver_date", F.col("ingest_date")))
+    return events.unionByName(ingest, allowMissingColumns=True)
 
 
 def _split(checked: DataFrame) -> tuple[DataFrame, DataFrame]:
-    kept = checked.where(~F.col("is_duplicate"))
-    return kept.where(F.size("failed_rules") == 0), kept.where(F.size("failed_rules") > 0)
+    events = checked.where((F.col("role") == "event") & ~F.col("is_duplicate"))
+    rejected = events.where(F.size("failed_rules") > 0).unionByName(
+        checked.where((F.col("role") == "ingest") & F.col("out_of_range")))
+    return events.where(F.size("failed_rules") == 0), rejected
 
 
 def _audit(checked: DataFrame, source: str) -> DataFrame:
-    return checked.groupBy("event_date").agg(
+    event, ingest = F.col("role") == "event", F.col("role") == "ingest"
+
+    def n(cond: Column) -> Column:
+        return F.count(F.when(cond, 1)).cast("long")
+
+    return checked.groupBy(F.col("silver_date").alias("event_date")).agg(
         F.lit(source).alias("source"),
-        F.count(F.lit(1)).alias("bronze_rows"),
-        F.count(F.when(F.col("is_duplicate"), 1)).cast("long").alias("duplicates"),
-        F.count(F.when(~F.col("is_duplicate") & (F.size("failed_rules") > 0), 1)).cast("long").alias("rejected"),
-        F.count(F.when(~F.col("is_duplicate") & (F.size("failed_rules") == 0), 1)).cast("long").alias("written"),
+        n(event).alias("bronze_rows"),
+        n(event & F.col("is_duplicate")).alias("duplicates"),
+        n(event & ~F.col("is_duplicate") & (F.size("failed_rules") > 0)).alias("rejected"),
+        n(event & ~F.col("is_duplicate") & (F.size("failed_rules") == 0)).alias("written"),
+        n(ingest & F.col("out_of_range")).alias("out_of_range"),
+        n(ingest & ~F.col("out_of_range")).alias("outside_window"),
+        n(event & ~F.col("in_default_window")).alias("taken_in_late"),
     )
 
 
 def ensure_silver_tables(store: Store) -> None:
     for spec in SILVER_TABLES.values():
         store.ensure_table(spec)
+    store.ensure_table(FX_TABLE)
 
 
-def silver_range(store: Store, first: date, last: date, settings: SilverSettings,
-                 fx_rates: DataFrame) -> list:
+def silver_range(store: Store, first: date, last: date, settings: SilverSettings) -> list:
     """Rebuild silver for the event dates [first, last] (one date: first == last).
 
     The result equals running the dates one at a time, in any order: each event date's rows
-    depend only on bronze, sessions are rebuilt for every date whose inputs changed, and the
-    silver_orders upsert is order-independent. Returns the audit rows.
+    depend only on bronze and each row's own window, sessions are rebuilt for every date whose
+    inputs changed, and the silver_orders upsert is order-independent. Returns the audit rows.
     """
     t0 = time.monotonic()
-    cal = silver.fx_calendar(fx_rates, last + timedelta(days=1))
-    orders = (_bronze_window(store, "bronze_orders", first, last, settings.late_days)
-              .transform(silver.dedupe_events)
-              .transform(silver.clean_orders)
-              .transform(lambda df: silver.with_usd(df, cal))
-              .transform(lambda df: silver.with_rule_failures(
-                  df, silver.order_rules(settings.amount_ceiling_usd, settings.future_tolerance_minutes)))
-              .persist())
-    clicks = (_bronze_window(store, "bronze_clicks", first, last, settings.late_days)
-              .transform(silver.dedupe_events)
-              .transform(silver.clean_clicks)
-              .transform(lambda df: silver.with_rule_failures(df, silver.click_rules(settings.future_tolerance_minutes)))
-              .persist())
+    cal = silver.fx_calendar(store.read("ref_fx_rates"), first, last, settings.fx_max_staleness_days)
+    orders = _checked(_owned_rows(store, "bronze_orders", first, last, settings), silver.clean_orders,
+                      lambda df: silver.with_usd(df, cal), silver.order_rules(settings.amount_ceiling_usd)).persist()
+    clicks = _checked(_owned_rows(store, "bronze_clicks", first, last, settings), silver.clean_clicks,
+                      lambda df: df, silver.click_rules()).persist()
     try:
         audit = _audit(orders, "orders").unionByName(_audit(clicks, "clicks")).collect()
         valid_orders, rejected_orders = _split(orders)
@@ -117,7 +164,7 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
     finally:
         orders.unpersist()
         clicks.unpersist()
-    rows = [tuple(r[f.name] for f in silver.SILVER_AUDIT.fields) for r in audit]
+    rows = [tuple(r[f.name] for f in silver.SILVER_AUDIT.fields[:-1]) + (settings.late_days,) for r in audit]
     store.replace_partitions(SILVER_TABLES["audit"], literal_rows(store.spark, rows, silver.SILVER_AUDIT),
                              first, last)
     # sessions of date X are built from silver clicks of X-1, X and X+1: having changed the
@@ -125,15 +172,15 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
     s_first, s_last = first - timedelta(days=1), last + timedelta(days=1)
     store.replace_partitions(SILVER_TABLES["sessions"], _sessions_for(store, s_first, s_last), s_first, s_last)
     _upsert_orders(store, first, last, settings)
-    totals = {src: {k: sum(r[k] for r in audit if r["source"] == src)
-                    for k in ("bronze_rows", "duplicates", "rejected", "written")} for src in ("orders", "clicks")}
+    keys = ("bronze_rows", "duplicates", "rejected", "written", "out_of_range", "outside_window", "taken_in_late")
+    totals = {src: {k: sum(r[k] for r in audit if r["source"] == src) for k in keys} for src in ("orders", "clicks")}
     log.info("silver dates=%s..%s orders: %s clicks: %s (%.1fs)", first, last, totals["orders"],
              totals["clicks"], time.monotonic() - t0)
     return audit
 
 
-def silver_date(store: Store, day: date, settings: SilverSettings, fx_rates: DataFrame) -> list:
-    return silver_range(store, day, day, settings, fx_rates)
+def silver_date(store: Store, day: date, settings: SilverSettings) -> list:
+    return silver_range(store, day, day, settings)
 
 
 def _between(df: DataFrame, col: str, lo: date, hi: date) -> DataFrame:
@@ -163,25 +210,47 @@ def _upsert_orders(store: Store, first: date, last: date, settings: SilverSettin
     attrs = (clicks.groupBy("session_id")
              .agg(F.min_by(F.struct("device", "channel"), F.struct("event_time", "event_id")).alias("a"))
              .select("session_id", "a.device", "a.channel"))
-    state = silver.order_state(events, attrs)
-    store.upsert(SILVER_TABLES["orders"], state, silver.orders_update_set())
+    store.upsert(SILVER_TABLES["orders"], silver.order_state(events, attrs), silver.orders_update_set())
+    # the creation dates of every order this run touched (the orders of the range's events),
+    # after the upsert: an order created on an earlier date keeps the created_date it has there
+    changed = sorted(r.created_date for r in store.read("silver_orders")
+                     .join(events.select("order_id").distinct(), "order_id", how="left_semi")
+                     .where(F.col("created_date").isNotNull()).select("created_date").distinct().collect())
+    if changed:
+        now = datetime.now(timezone.utc)
+        change_id = uuid7_at(int(now.timestamp() * 1000), random.getrandbits(74))
+        rows = [(d, change_id, now) for d in changed]
+        store.upsert(SILVER_TABLES["order_changes"], literal_rows(store.spark, rows, silver.SILVER_ORDER_CHANGES),
+                     {"change_id": "s.change_id", "changed_at": "s.changed_at"})
+    log.info("silver orders upserted: %d creation date(s) changed", len(changed))
 
 
 GOLD_TABLES = {
     "sales": TableSpec("gold_daily_sales", gold.GOLD_DAILY_SALES, "sales_date"),
     "category_sales": TableSpec("gold_daily_category_sales", gold.GOLD_DAILY_CATEGORY_SALES, "sales_date"),
     "funnel": TableSpec("gold_daily_funnel", gold.GOLD_DAILY_FUNNEL, "session_date"),
+    "builds": TableSpec("gold_builds", gold.GOLD_BUILDS, None, "sales_date"),
 }
 
 
 def ensure_gold_tables(store: Store) -> None:
     for spec in GOLD_TABLES.values():
         store.ensure_table(spec)
+    store.ensure_table(SILVER_TABLES["order_changes"])
 
 
-def gold_range(store: Store, first: date, last: date) -> None:
-    """Rebuild the gold partitions of [first, last] from silver_orders and silver_sessions."""
-    t0 = time.monotonic()
+def _runs(days: list[date]) -> list[tuple[date, date]]:
+    """Sorted dates -> contiguous [first, last] runs."""
+    out: list[tuple[date, date]] = []
+    for d in days:
+        if out and d == out[-1][1] + timedelta(days=1):
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
+
+
+def _gold_sales(store: Store, first: date, last: date) -> None:
     orders = _between(store.read("silver_orders"), "created_date", first, last).persist()
     try:
         store.replace_partitions(GOLD_TABLES["sales"], gold.daily_sales(orders, first, last), first, last)
@@ -189,10 +258,31 @@ def gold_range(store: Store, first: date, last: date) -> None:
                                  first, last)
     finally:
         orders.unpersist()
+
+
+def gold_range(store: Store, first: date, last: date, funnel_steps: tuple[str, ...] = gold.FUNNEL_STEPS) -> list[date]:
+    """Rebuild the gold partitions of [first, last], and the sales of every other creation date
+    whose orders silver changed since gold last built it (late refunds and cancellations).
+
+    Returns the extra dates rebuilt.
+    """
+    t0 = time.monotonic()
+    changes = {r.created_date: r.change_id for r in store.read("silver_order_changes").collect()}
+    built = {r.sales_date: r.change_id for r in store.read("gold_builds").collect()}
+    extra = sorted(d for d, cid in changes.items() if built.get(d) != cid and not first <= d <= last)
+    for lo, hi in [(first, last)] + _runs(extra):
+        _gold_sales(store, lo, hi)
     sessions = _between(store.read("silver_sessions"), "session_date", first, last)
-    store.replace_partitions(GOLD_TABLES["funnel"], gold.daily_funnel(sessions, first, last), first, last)
-    log.info("gold dates=%s..%s (%.1fs)", first, last, time.monotonic() - t0)
+    store.replace_partitions(GOLD_TABLES["funnel"], gold.daily_funnel(sessions, first, last, funnel_steps),
+                             first, last)
+    now = datetime.now(timezone.utc)
+    rows = [(d, changes.get(d), now) for d in dates(first, last) + extra]
+    store.upsert(GOLD_TABLES["builds"], literal_rows(store.spark, rows, gold.GOLD_BUILDS),
+                 {"change_id": "s.change_id", "built_at": "s.built_at"})
+    log.info("gold dates=%s..%s, changed creation dates rebuilt: %s (%.1fs)", first, last,
+             ", ".join(map(str, extra)) or "none", time.monotonic() - t0)
+    return extra
 
 
-def gold_date(store: Store, day: date) -> None:
-    gold_range(store, day, day)
+def gold_date(store: Store, day: date, funnel_steps: tuple[str, ...] = gold.FUNNEL_STEPS) -> list[date]:
+    return gold_range(store, day, day, funnel_steps)

@@ -39,18 +39,23 @@ def summarise(sales: list[dict], categories: list[dict], funnel: list[dict]) -> 
     cats: dict[str, Decimal] = defaultdict(Decimal)
     for r in categories:
         cats[r["category"]] += r["item_gmv_usd"]
-    steps = {k: sum(r[k] for r in funnel) for k, _ in FUNNEL}
+    steps = {k: sum(r[k] or 0 for r in funnel) for k, _ in FUNNEL}
+    reached = {k: sum(r[k.replace("_sessions", "_reached_sessions")] for r in funnel) for k, _ in FUNNEL[1:]}
+    purchasing = sum(r["purchasing_sessions"] for r in funnel)
     orders = sum(d["orders"] for d in per_day.values())
     gmv = sum((d["gmv"] for d in per_day.values()), Decimal(0))
     return {
         "per_day": dict(sorted(per_day.items())),
         "categories": sorted(cats.items(), key=lambda kv: kv[1], reverse=True),
         "funnel": steps,
+        "reached": reached,
+        "purchasing_sessions": purchasing,
         "orders": orders,
         "gmv": gmv,
         "net": sum((d["net"] for d in per_day.values()), Decimal(0)),
         "aov": gmv / orders if orders else Decimal(0),
-        "conversion": Decimal(steps["purchase_sessions"]) / steps["sessions"] if steps["sessions"] else Decimal(0),
+        # every session with a valid order, whatever funnel steps it reached
+        "conversion": Decimal(purchasing) / steps["sessions"] if steps["sessions"] else Decimal(0),
     }
 
 
@@ -78,12 +83,17 @@ def build_html(first: date, last: date, sales: list[dict], categories: list[dict
     fig, ax = plt.subplots(figsize=(8, 3.4))
     labels = [label for _, label in FUNNEL]
     values = [s["funnel"][k] for k, _ in FUNNEL]
-    bars = ax.barh(labels[::-1], values[::-1], color="#54A24B")
-    for i, (bar, v) in enumerate(zip(bars, values[::-1])):
-        step = len(values) - 1 - i
+    reached = [s["funnel"]["sessions"]] + [s["reached"][k] for k, _ in FUNNEL[1:]]
+    y = list(range(len(labels)))[::-1]
+    ax.barh([v + 0.2 for v in y], reached, height=0.4, color="#B7D8B0", label="reached (any order)")
+    bars = ax.barh([v - 0.2 for v in y], values, height=0.4, color="#54A24B", label="strict (steps in order)")
+    ax.set_yticks(y, labels)
+    for step, (bar, v) in enumerate(zip(bars, values)):
         conv = "" if step == 0 or not values[step - 1] else f"  {100 * v / values[step - 1]:.1f}% of previous"
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:,}{conv}", va="center", fontsize=8)
-    ax.set_title(f"Strict session funnel — conversion {100 * s['conversion']:.2f}%")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Session funnel — conversion {100 * s['conversion']:.2f}% "
+                 f"({s['purchasing_sessions']:,} purchasing sessions)")
     charts.append(("Funnel", _png(fig)))
     plt.close(fig)
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pyspark.sql import types as T
 
-MONEY = T.DecimalType(18, 2)
-FX_RATE = T.DecimalType(18, 8)
-USD = T.DecimalType(28, 10)   # exact product of MONEY and FX_RATE: no rounding before display
+# Bronze keeps an amount exactly as sent (up to 18 decimals), so that silver can reject one with
+# more decimals than its currency has (amount_precision) instead of rounding it on parse.
+RAW_AMOUNT = T.DecimalType(38, 18)
+MONEY = T.DecimalType(18, 4)     # silver amounts: up to 4 decimals (ISO 4217's most: CLF, UYW)
+FX_RATE = T.DecimalType(18, 12)  # USD per unit, 12 decimals (shopstream.fx.RATE_SCALE)
+USD = T.DecimalType(38, 16)      # exact product of MONEY and FX_RATE (p 37, s 16): never rounded
 
 ORDER_EVENT_TYPES = ("order_created", "order_paid", "order_cancelled", "order_refunded")
 CLICK_EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "remove_from_cart", "checkout_start")
@@ -14,12 +17,21 @@ PRODUCT_CLICK_TYPES = ("product_view", "add_to_cart", "remove_from_cart")
 DEVICES = ("desktop", "mobile", "tablet")
 CHANNELS = ("organic", "paid_search", "social", "email", "direct", "referral")
 
-ITEM = T.StructType([
-    T.StructField("product_id", T.StringType()),
-    T.StructField("category", T.StringType()),
-    T.StructField("quantity", T.IntegerType()),
-    T.StructField("unit_price", MONEY),
-])
+SCHEMA_VERSION = 1
+
+
+def _item(price: T.DecimalType) -> T.StructType:
+    return T.StructType([
+        T.StructField("product_id", T.StringType()),
+        T.StructField("category", T.StringType()),
+        T.StructField("quantity", T.IntegerType()),
+        T.StructField("unit_price", price),
+    ])
+
+
+RAW_ITEM = _item(RAW_AMOUNT)   # bronze: as sent
+ITEM = _item(MONEY)            # silver: checked against the currency's minor units
+AMOUNT_FIELDS = ("total_amount", "unit_price")
 
 _COMMON = [
     T.StructField("event_id", T.StringType()),
@@ -33,8 +45,8 @@ ORDER_PAYLOAD = T.StructType(_COMMON + [
     T.StructField("user_id", T.StringType()),
     T.StructField("session_id", T.StringType()),
     T.StructField("currency", T.StringType()),
-    T.StructField("items", T.ArrayType(ITEM)),
-    T.StructField("total_amount", MONEY),
+    T.StructField("items", T.ArrayType(RAW_ITEM)),
+    T.StructField("total_amount", RAW_AMOUNT),
     T.StructField("country", T.StringType()),
 ])
 
@@ -101,4 +113,12 @@ BRONZE_BATCHES = T.StructType([
     T.StructField("clicks_inserted", T.LongType(), False),
     T.StructField("quarantined", T.LongType(), False),
     T.StructField("replayed", T.LongType(), False),
+])
+
+# reference data: USD per unit of a currency on a date (shopstream.fx; loaded by jobs/fx_rates.py)
+REF_FX_RATES = T.StructType([
+    T.StructField("rate_date", T.DateType(), False),
+    T.StructField("currency", T.StringType(), False),
+    T.StructField("usd_per_unit", FX_RATE, False),
+    T.StructField("source", T.StringType(), False),
 ])

@@ -1,25 +1,33 @@
-"""Silver transforms (pure): bronze rows of one event date -> clean, validated, enriched rows.
+"""Silver transforms (pure): bronze rows -> clean, validated, enriched rows (design §5).
 
-Steps for event date D (the job reads bronze rows with ingest_date in [D-1, D+late_days]):
-  select_event_date -> dedupe_events (first-ingested copy of each event_id wins) -> clean
-  (trim, enums lower-cased, codes upper-cased) -> validate (named rules; failures go to
-  silver_rejects) -> enrich (FX to USD, exact) -> the tables' final selects.
+Which run owns a bronze row (event date E, ingest date I; L = the run's late_days, L0 = the
+configured silver.late_days):
+  - the run for event date E, when I is in [E-1, E+L] and the event is not older than
+    silver.max_event_age_days before its Kafka timestamp ("in window");
+  - otherwise the run for its ingest date I: an event time out of range (older than the
+    maximum age, or more than future_tolerance_minutes after its Kafka timestamp) is rejected
+    as event_time_out_of_range; any other row (a late event beyond the window) is counted in
+    silver_audit.outside_window, and a rerun of E with a larger --late-days takes it in.
+
+Steps for the owned rows: clean (trim; enums lower-cased; codes upper-cased; ids canonical,
+lower-case hyphenated) -> dedupe_events (first-ingested copy of each event_id wins) -> enrich
+(FX to USD, exact) -> validate (named rules; failures go to silver_rejects) -> final selects.
 
 Also: per-order partial state for the silver_orders upsert, and per-session aggregates.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F, types as T
 
 from shopstream import schemas
+from shopstream.currencies import BASE, MINOR_UNITS
 
 UUID7_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 COUNTRY_RE = r"^[A-Z]{2}$"
-CURRENCY_RE = r"^[A-Z]{3}$"
 
 SILVER_ORDER_EVENTS = T.StructType([
     T.StructField("event_id", T.StringType(), False),
@@ -32,8 +40,8 @@ SILVER_ORDER_EVENTS = T.StructType([
     T.StructField("currency", T.StringType(), False),
     T.StructField("items", T.ArrayType(schemas.ITEM)),
     T.StructField("total_amount", schemas.MONEY, False),
-    T.StructField("fx_rate", schemas.FX_RATE, False),
-    T.StructField("amount_usd", schemas.USD, False),
+    T.StructField("fx_rate", schemas.FX_RATE),    # null only on a lifecycle event with no rate that day
+    T.StructField("amount_usd", schemas.USD),
     T.StructField("country", T.StringType(), False),
     T.StructField("ingestion_id", T.StringType(), False),
     T.StructField("kafka_timestamp", T.TimestampType(), False),
@@ -57,6 +65,8 @@ SILVER_CLICKS = T.StructType([
 ])
 
 SILVER_REJECTS = T.StructType([
+    # the run that rejected it: the event date, or the ingest date for a row outside every window
+    T.StructField("silver_date", T.DateType(), False),
     T.StructField("event_date", T.DateType(), False),
     T.StructField("source", T.StringType(), False),          # orders | clicks
     T.StructField("rule", T.StringType(), False),            # the first failing rule
@@ -121,6 +131,19 @@ SILVER_AUDIT = T.StructType([
     T.StructField("duplicates", T.LongType(), False),
     T.StructField("rejected", T.LongType(), False),
     T.StructField("written", T.LongType(), False),
+    # rows ingested on this date that no window with the configured late_days reads
+    T.StructField("out_of_range", T.LongType(), False),      # rejected: event_time_out_of_range
+    T.StructField("outside_window", T.LongType(), False),    # late beyond the window: not in silver
+    # rows of this event date read only thanks to a --late-days above the configured one (they
+    # are also counted in outside_window of their ingest date)
+    T.StructField("taken_in_late", T.LongType(), False),
+    T.StructField("late_days", T.IntegerType(), False),
+])
+
+SILVER_ORDER_CHANGES = T.StructType([
+    T.StructField("created_date", T.DateType(), False),
+    T.StructField("change_id", T.StringType(), False),     # UUIDv7 of the silver run
+    T.StructField("changed_at", T.TimestampType(), False),
 ])
 
 STATUS = {"order_created": "created", "order_paid": "paid", "order_cancelled": "cancelled",
@@ -128,6 +151,28 @@ STATUS = {"order_created": "created", "order_paid": "paid", "order_cancelled": "
 
 
 # --- selection and deduplication ------------------------------------------------------------
+
+def with_ownership(df: DataFrame, late_days: int, default_late_days: int, max_age_days: int,
+                   future_tolerance_minutes: int) -> DataFrame:
+    """event_date and the ownership flags of each bronze row (see the module docstring).
+
+    in_window: read by the run for its event date (with this run's late_days);
+    in_default_window: read with the configured late_days; out_of_range: an event time too far
+    before or after its Kafka timestamp.
+    """
+    ts = F.col("kafka_timestamp")
+    too_old = F.col("event_time") < ts - F.make_dt_interval(F.lit(max_age_days))
+    future = F.col("event_time") > ts + F.make_dt_interval(F.lit(0), F.lit(0), F.lit(future_tolerance_minutes))
+
+    def window(days: int) -> Column:
+        return (F.col("ingest_date").between(F.date_sub("event_date", 1), F.date_add("event_date", days))
+                & ~too_old)
+
+    return (df.withColumn("event_date", F.to_date(F.col("event_time")))
+            .withColumn("in_window", window(late_days))
+            .withColumn("in_default_window", window(default_late_days))
+            .withColumn("out_of_range", too_old | future))
+
 
 def select_event_dates(df: DataFrame, first: date, last: date) -> DataFrame:
     """Bronze rows whose event (UTC) date is in [first, last], with that date as event_date."""
@@ -138,7 +183,8 @@ def select_event_dates(df: DataFrame, first: date, last: date) -> DataFrame:
 def dedupe_events(df: DataFrame) -> DataFrame:
     """One row per event_id: the first-ingested copy (Kafka timestamp, then coordinates) wins.
 
-    Adds `is_duplicate` (true on the copies that lose) so callers can count them.
+    Adds `is_duplicate` (true on the copies that lose) so callers can count them. Run it on
+    cleaned rows: ids are compared in their canonical form.
     """
     w = Window.partitionBy("event_id").orderBy("kafka_timestamp", "topic", "kafka_partition", "kafka_offset")
     return df.withColumn("is_duplicate", F.row_number().over(w) > 1)
@@ -149,18 +195,59 @@ def _clean_str(name: str) -> Column:
     return F.when(c == "", None).otherwise(c)
 
 
+def canonical_uuid(c: Column) -> Column:
+    """A UUID as lower-case hyphenated text (8-4-4-4-12); 32 bare hex digits are hyphenated.
+    Anything else is returned trimmed and lower-cased (the rules reject it)."""
+    bare = F.regexp_replace(F.lower(F.trim(c)), "-", "")
+    hyphenated = F.concat_ws("-", F.substring(bare, 1, 8), F.substring(bare, 9, 4), F.substring(bare, 13, 4),
+                             F.substring(bare, 17, 4), F.substring(bare, 21, 12))
+    return F.when(bare.rlike("^[0-9a-f]{32}$"), hyphenated).otherwise(F.lower(F.trim(c)))
+
+
+def _minor_units(currency: Column) -> Column:
+    """ISO 4217 minor units of the currency code (null: not a supported currency)."""
+    return F.create_map(*[x for c, m in sorted(MINOR_UNITS.items()) for x in (F.lit(c), F.lit(m))])[currency]
+
+
+def _excess_decimals(amount: Column, minor: Column) -> Column:
+    """The exact amount has digits beyond the currency's minor units (never rounded away)."""
+    return F.coalesce(
+        F.when(minor == 0, amount != F.round(amount, 0)).when(minor == 2, amount != F.round(amount, 2))
+        .when(minor == 3, amount != F.round(amount, 3)).when(minor == 4, amount != F.round(amount, 4)),
+        F.lit(False))
+
+
+def _money(c: Column) -> Column:
+    """An exact bronze amount as silver money; null when it has 15 or more integer digits."""
+    limit = F.lit(10 ** (schemas.MONEY.precision - schemas.MONEY.scale))
+    return F.when(F.abs(c) < limit, c.cast(schemas.MONEY))
+
+
 def clean_orders(df: DataFrame) -> DataFrame:
-    """Trim strings (blank -> null), lower-case event_type, upper-case currency and country."""
+    """Trim strings (blank -> null), lower-case event_type, upper-case currency and country,
+    canonical event_id / order_id. Amounts: `amount_decimals_ok` is false when an amount has
+    more decimals than its currency's ISO 4217 minor units; then they become silver money
+    (decimal(18,4)), null when they do not fit."""
     out = df
     for name in ("event_id", "order_id", "user_id", "session_id", "currency", "country"):
         out = out.withColumn(name, _clean_str(name))
+    minor = _minor_units(F.upper(F.col("currency")))
+    items = F.coalesce(F.col("items"), F.array())
+    excess = _excess_decimals(F.col("total_amount"), minor) | F.exists(
+        items, lambda i: _excess_decimals(i["unit_price"], minor))
     return (out.withColumn("event_type", F.lower(_clean_str("event_type")))
-            .withColumn("event_id", F.lower(F.col("event_id")))
+            .withColumn("event_id", canonical_uuid(F.col("event_id")))
+            .withColumn("order_id", canonical_uuid(F.col("order_id")))
             .withColumn("currency", F.upper(F.col("currency")))
             .withColumn("country", F.upper(F.col("country")))
+            .withColumn("amount_decimals_ok", ~excess)
+            .withColumn("amount_fits", F.col("total_amount").isNull()
+                        | _money(F.col("total_amount")).isNotNull())
+            .withColumn("total_amount", _money(F.col("total_amount")))
             .withColumn("items", F.transform(F.col("items"), lambda i: F.struct(
                 F.trim(i["product_id"]).alias("product_id"), F.lower(F.trim(i["category"])).alias("category"),
-                i["quantity"].alias("quantity"), i["unit_price"].alias("unit_price")))))
+                i["quantity"].alias("quantity"),
+                _money(i["unit_price"]).alias("unit_price")))))
 
 
 def clean_clicks(df: DataFrame) -> DataFrame:
@@ -169,7 +256,7 @@ def clean_clicks(df: DataFrame) -> DataFrame:
         out = out.withColumn(name, _clean_str(name))
     for name in ("event_type", "device", "channel", "category"):
         out = out.withColumn(name, F.lower(_clean_str(name)))
-    return (out.withColumn("event_id", F.lower(F.col("event_id")))
+    return (out.withColumn("event_id", canonical_uuid(F.col("event_id")))
             .withColumn("country", F.upper(F.col("country"))))
 
 
@@ -181,36 +268,37 @@ def _rules_column(rules: list[tuple[str, Column]]) -> Column:
                                      for name, cond in rules]))
 
 
-def _future(tolerance_minutes: int) -> Column:
-    # deterministic: a producer cannot send an event from the future of its own send time
-    return F.col("event_time") > F.col("kafka_timestamp") + F.make_dt_interval(
-        F.lit(0), F.lit(0), F.lit(tolerance_minutes))
-
-
-def order_rules(amount_ceiling_usd: str, future_tolerance_minutes: int) -> list[tuple[str, Column]]:
+def order_rules(amount_ceiling_usd: str) -> list[tuple[str, Column]]:
     items = F.coalesce(F.col("items"), F.array())
-    line_total = F.aggregate(items, F.lit(0).cast("decimal(38,2)"),
+    line_total = F.aggregate(items, F.lit(0).cast("decimal(38,4)"),
                              lambda acc, i: acc + i["quantity"] * i["unit_price"])
+    created = F.col("event_type") == "order_created"
     return [
+        ("event_time_out_of_range", F.col("out_of_range")),
         ("required_field", F.col("order_id").isNull() | F.col("user_id").isNull()
          | F.col("currency").isNull() | F.col("country").isNull() | F.col("total_amount").isNull()),
         ("event_id_not_uuid7", ~F.col("event_id").rlike(UUID7_RE)),
-        ("items_required", (F.col("event_type") == "order_created") & (F.size(items) == 0)),
+        ("items_required", created & (F.size(items) == 0)),
         ("item_field_missing", F.exists(items, lambda i: i["product_id"].isNull() | i["category"].isNull())),
         ("quantity_not_positive", F.exists(items, lambda i: i["quantity"].isNull() | (i["quantity"] <= 0))),
         ("negative_price", F.exists(items, lambda i: i["unit_price"].isNull() | (i["unit_price"] < 0))),
         ("negative_amount", F.col("total_amount") < 0),
-        ("unknown_currency", ~F.col("currency").rlike(CURRENCY_RE) | F.col("fx_rate").isNull()),
-        ("amount_over_ceiling", F.col("amount_usd") >= F.lit(amount_ceiling_usd).cast("decimal(28,10)")),
+        ("unsupported_currency", _minor_units(F.col("currency")).isNull()),
+        ("amount_precision", ~F.col("amount_decimals_ok")),
+        # an order's GMV needs the rate of its creation date; a lifecycle event is valued at
+        # its order's creation rate (gold), so it needs none of its own
+        ("fx_rate_missing", created & _minor_units(F.col("currency")).isNotNull() & F.col("fx_rate").isNull()),
+        ("amount_over_ceiling", ~F.col("amount_fits")
+         | (F.col("amount_usd") >= F.lit(amount_ceiling_usd).cast(schemas.USD))),
         ("total_mismatch", (F.size(items) > 0) & (line_total != F.col("total_amount"))),
         ("invalid_country", ~F.col("country").rlike(COUNTRY_RE)),
-        ("event_time_in_future", _future(future_tolerance_minutes)),
     ]
 
 
-def click_rules(future_tolerance_minutes: int) -> list[tuple[str, Column]]:
+def click_rules() -> list[tuple[str, Column]]:
     product_event = F.col("event_type").isin(list(schemas.PRODUCT_CLICK_TYPES))
     return [
+        ("event_time_out_of_range", F.col("out_of_range")),
         ("required_field", F.col("session_id").isNull() | F.col("device").isNull()
          | F.col("channel").isNull() | F.col("country").isNull()),
         ("event_id_not_uuid7", ~F.col("event_id").rlike(UUID7_RE)),
@@ -218,7 +306,6 @@ def click_rules(future_tolerance_minutes: int) -> list[tuple[str, Column]]:
         ("invalid_device", ~F.col("device").isin(list(schemas.DEVICES))),
         ("invalid_channel", ~F.col("channel").isin(list(schemas.CHANNELS))),
         ("invalid_country", ~F.col("country").rlike(COUNTRY_RE)),
-        ("event_time_in_future", _future(future_tolerance_minutes)),
     ]
 
 
@@ -228,22 +315,31 @@ def with_rule_failures(df: DataFrame, rules: list[tuple[str, Column]]) -> DataFr
 
 # --- enrichment -----------------------------------------------------------------------------
 
-def fx_calendar(rates: DataFrame, last_day: date) -> DataFrame:
-    """(currency, day, fx_rate): every day's rate, i.e. the rate of that date else the latest earlier."""
+def fx_calendar(rates: DataFrame, first_day: date, last_day: date, max_staleness_days: int) -> DataFrame:
+    """(currency, day, fx_rate) for the days [first_day, last_day]: the latest rate on or before
+    the day, at most max_staleness_days old (no row: no usable rate that day).
+
+    `rates` is ref_fx_rates (rate_date, currency, usd_per_unit, source).
+    """
+    lo = first_day - timedelta(days=max_staleness_days)
     w = Window.partitionBy("currency").orderBy("rate_date")
-    return (rates
+    return (rates.where(F.col("rate_date").between(F.lit(lo), F.lit(last_day)))
             .withColumn("next_date", F.lead("rate_date").over(w))
-            .withColumn("day", F.explode(F.sequence(
-                F.col("rate_date"),
-                F.coalesce(F.date_sub(F.col("next_date"), 1), F.greatest(F.lit(last_day), F.col("rate_date"))))))
+            .withColumn("last_use", F.least(F.date_add(F.col("rate_date"), max_staleness_days),
+                                            F.coalesce(F.date_sub(F.col("next_date"), 1), F.lit(last_day)),
+                                            F.lit(last_day)))
+            .withColumn("day", F.explode(F.sequence(F.greatest(F.col("rate_date"), F.lit(first_day)),
+                                                    F.col("last_use"))))
             .select(F.col("currency"), F.col("day"), F.col("usd_per_unit").cast(schemas.FX_RATE).alias("fx_rate")))
 
 
 def with_usd(df: DataFrame, calendar: DataFrame) -> DataFrame:
-    """fx_rate of the event date and amount_usd = total_amount x fx_rate (exact decimal)."""
+    """fx_rate of the event date (1 for USD) and amount_usd = total_amount x fx_rate (exact)."""
     cal = calendar.withColumnRenamed("currency", "_cur").withColumnRenamed("day", "_day")
-    joined = df.join(F.broadcast(cal), (F.col("currency") == F.col("_cur")) & (F.col("event_date") == F.col("_day")),
-                     how="left").drop("_cur", "_day")
+    joined = (df.join(F.broadcast(cal), (F.col("currency") == F.col("_cur")) & (F.col("event_date") == F.col("_day")),
+                      how="left").drop("_cur", "_day")
+              .withColumn("fx_rate", F.when(F.col("currency") == BASE, F.lit(1).cast(schemas.FX_RATE))
+                          .otherwise(F.col("fx_rate"))))
     return joined.withColumn("amount_usd", (F.col("total_amount") * F.col("fx_rate")).cast(schemas.USD))
 
 
@@ -258,8 +354,9 @@ def clicks_rows(df: DataFrame) -> DataFrame:
 
 
 def rejects_rows(df: DataFrame, source: str) -> DataFrame:
+    """silver_rejects rows; `silver_date` must be set (the owning run's date)."""
     return df.select(
-        F.col("event_date"), F.lit(source).alias("source"), F.col("failed_rules")[0].alias("rule"),
+        F.col("silver_date"), F.col("event_date"), F.lit(source).alias("source"), F.col("failed_rules")[0].alias("rule"),
         F.col("failed_rules").alias("rules"), F.col("event_id"), F.col("event_type"),
         F.col("ingestion_id"), F.col("topic"), F.col("kafka_partition"), F.col("kafka_offset"),
         F.col("raw_value"))

@@ -32,7 +32,11 @@ class TableSpec:
     name: str
     schema: T.StructType
     partition_by: str | None = None
-    key: str | None = None
+    key: str | tuple[str, ...] | None = None   # a tuple: a composite key (upsert only)
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return (self.key,) if isinstance(self.key, str) else tuple(self.key or ())
 
 
 class Store(ABC):

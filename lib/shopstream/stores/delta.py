@@ -98,6 +98,7 @@ class DeltaStore(Store):
     def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
         target = DeltaTable.forPath(self.spark, self.path(spec.name))
         columns = spec.schema.fieldNames()
-        (target.alias("t").merge(source.select(*columns).alias("s"), f"t.{spec.key} = s.{spec.key}")
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key_columns)
+        (target.alias("t").merge(source.select(*columns).alias("s"), on)
          .whenMatchedUpdate(set={c: F.expr(e) for c, e in update_set.items()})
          .whenNotMatchedInsert(values={c: F.col(f"s.{c}") for c in columns}).execute())

@@ -158,9 +158,9 @@ def _sf_expr(expr: str) -> str:
 
 
 def upsert(loc: Location, spec: TableSpec, staging: str, update_set: dict[str, str]) -> str:
-    key = ident(spec.key)
+    on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in spec.key_columns)
     cols = [ident(f.name) for f in spec.schema.fields]
     sets = ", ".join(f"{ident(c)} = {_sf_expr(e)}" for c, e in update_set.items())
-    return (f"MERGE INTO {loc.table(spec.name)} t USING {loc.table(staging)} s ON t.{key} = s.{key} "
+    return (f"MERGE INTO {loc.table(spec.name)} t USING {loc.table(staging)} s ON {on} "
             f"WHEN MATCHED THEN UPDATE SET {sets} "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('s.' + c for c in cols)})")
