@@ -26,7 +26,7 @@ from shopstream.stores.delta import DeltaStore
 TOPICS = {"orders": "orders", "clicks": "clicks"}
 CHUNK = 1_000_000          # records per staged Parquet file
 LOAD_BATCHES = 4           # bronze is loaded as this many micro-batches (by Kafka offset)
-START = date(2026, 11, 1)
+START = date(2026, 10, 1)   # inside the packaged ECB history (ends 2026-10-30)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,8 +29,9 @@ from pyspark.sql import functions as F
 
 import _common
 from shopstream import config as cfg
+from shopstream import fx
 from shopstream.pipeline import (SilverSettings, ensure_gold_tables, ensure_silver_tables, gold_range,
-                                 read_fx_rates, silver_range)
+                                 load_fx_rates, silver_range)
 from shopstream.stores.delta import DeltaStore
 
 PER_DATE = """
@@ -136,8 +137,8 @@ def main() -> int:
             loaded = _common.load_bronze(spark, conf, args.events, args.days, work)
             store, events, days = loaded.store, loaded.events, loaded.dates
             ensure_silver_tables(store)
-            silver_range(store, days[0], days[-1], SilverSettings(late_days=2),
-                         read_fx_rates(spark, conf.path("paths.fx_rates")))
+            load_fx_rates(store, fx.read_rates(fx.packaged_ecb_file(), days[0] - timedelta(days=10)))
+            silver_range(store, days[0], days[-1], SilverSettings(late_days=2))
         ensure_gold_tables(store)
         t0 = time.perf_counter()
         gold_range(store, days[0], days[-1])

@@ -15,6 +15,7 @@ a fast wrong answer cannot pass. --keep DIR keeps each size's warehouse for benc
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 import os
 import shutil
 import sys
@@ -26,7 +27,8 @@ from pyspark.sql import functions as F
 
 import _common
 from shopstream import config as cfg
-from shopstream.pipeline import SilverSettings, ensure_silver_tables, read_fx_rates, silver_range
+from shopstream import fx
+from shopstream.pipeline import SilverSettings, ensure_silver_tables, load_fx_rates, silver_range
 
 
 def _check(loaded: _common.Loaded) -> None:
@@ -44,11 +46,11 @@ def _check(loaded: _common.Loaded) -> None:
 def run_size(spark, conf, events: int, days: int, work: Path) -> dict:
     loaded = _common.load_bronze(spark, conf, events, days, work)
     ensure_silver_tables(loaded.store)
-    fx = read_fx_rates(spark, conf.path("paths.fx_rates"))
+    load_fx_rates(loaded.store, fx.read_rates(fx.packaged_ecb_file(), loaded.dates[0] - timedelta(days=10)))
     jvm = _common.jvm_pid(spark)
     _common.reset_peaks(jvm, os.getpid())
     t0 = time.perf_counter()
-    silver_range(loaded.store, loaded.dates[0], loaded.dates[-1], SilverSettings(late_days=2), fx)
+    silver_range(loaded.store, loaded.dates[0], loaded.dates[-1], SilverSettings(late_days=2))
     silver_s = time.perf_counter() - t0
     out = {"events": loaded.events, "dates": len(loaded.dates), "generate_s": loaded.generate_s,
            "bronze_load_s": loaded.bronze_s, "silver_s": silver_s, "silver_events_per_s": loaded.events / silver_s,

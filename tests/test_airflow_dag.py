@@ -58,9 +58,9 @@ def test_dag_imports_into_the_dagbag_without_errors(dag_info):
 
 def test_tasks_dependencies_retries(dag_info):
     tasks = dag_info["tasks"]
-    assert set(tasks) == {"bronze_catch_up", "silver", "gold"}
-    assert tasks["bronze_catch_up"]["upstream"] == []
-    assert tasks["silver"]["upstream"] == ["bronze_catch_up"]
+    assert set(tasks) == {"bronze_catch_up", "fx_rates", "silver", "gold"}
+    assert tasks["bronze_catch_up"]["upstream"] == [] == tasks["fx_rates"]["upstream"]
+    assert tasks["silver"]["upstream"] == ["bronze_catch_up", "fx_rates"]
     assert tasks["gold"]["upstream"] == ["silver"]
     assert all(t["retries"] >= 1 for t in tasks.values())
 

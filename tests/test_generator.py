@@ -1,6 +1,5 @@
 """The generator's ground truth, recomputed independently from the records it emits."""
 
-import csv
 import json
 from collections import defaultdict
 from datetime import date, datetime, timezone
@@ -8,11 +7,12 @@ from decimal import Decimal
 
 import pytest
 
+from rows import ecb_usd_per_unit
 from shopstream import config as cfg
 from shopstream.generator import (FUNNEL_STEPS, MALFORMED_CLASSES, FxTable, GroundTruth, Params,
                                   generate, route)
 
-FX_PATH = cfg.PROJECT_ROOT / "conf" / "fx_rates.csv"
+FX_PATH = cfg.PROJECT_ROOT / "conf" / "fx_rates.csv"   # overrides (empty as shipped) on top of the ECB
 
 
 def _records(**kw):
@@ -22,13 +22,7 @@ def _records(**kw):
 
 
 def _rate(currency: str, on: str) -> Decimal:
-    best = None
-    with FX_PATH.open() as fh:
-        for row in csv.DictReader(fh):
-            if row["currency"] == currency and row["rate_date"] <= on:
-                if best is None or row["rate_date"] > best[0]:
-                    best = (row["rate_date"], Decimal(row["usd_per_unit"]))
-    return best[1]
+    return ecb_usd_per_unit(currency, date.fromisoformat(on))
 
 
 def _utc_date(text: str) -> str:
@@ -92,6 +86,7 @@ def _recompute(records):
     for sid, start in session_start.items():
         d = start.astimezone(timezone.utc).date().isoformat()
         by_date[d]["sessions"] += 1
+        by_date[d]["purchasing_sessions"] += "purchase" in firsts[sid]
         prev = None
         for step in FUNNEL_STEPS:
             at = firsts[sid].get(step)
@@ -126,6 +121,7 @@ def test_ground_truth_matches_an_independent_recount_of_the_records():
         assert t["sessions"] == m["sessions"]
         for step in FUNNEL_STEPS:
             assert t["funnel"][step] == m[step], (day, step)
+        assert t["purchasing_sessions"] == m["purchasing_sessions"] >= m["purchase"]
     assert truth["records_sent"]["total"] == len(records)
     assert truth["records_sent"]["total"] == (truth["valid_events"] + truth["duplicates_sent"]
                                               + sum(truth["malformed_sent"].values()))

@@ -178,3 +178,31 @@ def test_keys_unique_and_not_null(spark, store, fx):
         df = store.read(name)
         assert df.where(F.col(key).isNull()).count() == 0, name
         assert df.select(key).distinct().count() == df.count(), name
+
+
+def test_fx_calendar_is_the_latest_rate_at_most_seven_days_old(spark):
+    """Random gappy rate series against the rule in plain Python, over random windows."""
+    import random
+    from datetime import timedelta
+
+    from shopstream import schemas, silver
+
+    rng = random.Random(3)
+    rates, d = {}, date(2026, 1, 1)
+    while d < date(2026, 4, 1):
+        if rng.random() < 0.6:
+            rates[d] = Decimal(rng.randrange(1, 10**6)).scaleb(-6)
+        if rng.random() < 0.05:
+            d += timedelta(days=rng.randrange(5, 12))      # gaps longer than the staleness limit
+        d += timedelta(days=1)
+    df = spark.createDataFrame([(k, "EUR", v, "t") for k, v in rates.items()], schemas.REF_FX_RATES).cache()
+    for _ in range(8):
+        first = date(2026, 1, 1) + timedelta(days=rng.randrange(0, 85))
+        last = first + timedelta(days=rng.randrange(0, 10))
+        rows = silver.fx_calendar(df, first, last, 7).collect()
+        got = {r.day: r.fx_rate for r in rows}
+        assert len(got) == len(rows)
+        for i in range((last - first).days + 1):
+            day = first + timedelta(days=i)
+            usable = [k for k in rates if k <= day and (day - k).days <= 7]
+            assert got.get(day) == (rates[max(usable)] if usable else None), (first, last, day)

