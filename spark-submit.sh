@@ -46,6 +46,27 @@ mapfile -t conf_args < <("$py" -m shopstream.packages submit-args --env "$env")
 submit="$("$py" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit"))')"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$py}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$py}"
-exec "$submit" --master "$master" --name "shopstream-$(basename "$script" .py)" \
+# SIGTERM / SIGINT (systemd, Kubernetes, kill, Ctrl-C) go to the Python driver, which finishes
+# its work and exits (the bronze stream: after the micro-batch in progress). Sent to the JVM
+# instead, its shutdown hooks would stop Spark under the driver's feet. The driver writes its PID
+# to SHOPSTREAM_DRIVER_PIDFILE; until it has, a signal goes to spark-submit's JVM as before.
+pidfile="$(mktemp "${TMPDIR:-/tmp}/shopstream-driver.XXXXXX")"
+export SHOPSTREAM_DRIVER_PIDFILE="$pidfile"
+"$submit" --master "$master" --name "shopstream-$(basename "$script" .py)" \
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties" \
-  "${conf_args[@]}" ${extra[@]+"${extra[@]}"} --py-files "$dist/shopstream.zip" "$script" "$@"
+  "${conf_args[@]}" ${extra[@]+"${extra[@]}"} --py-files "$dist/shopstream.zip" "$script" "$@" &
+child=$!
+forward() {
+  local driver
+  driver="$(cat "$pidfile" 2>/dev/null || true)"
+  if [ -n "$driver" ] && kill -0 "$driver" 2>/dev/null; then kill "-$1" "$driver"; else kill "-$1" "$child" 2>/dev/null || true; fi
+}
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+while :; do
+  rc=0
+  wait "$child" || rc=$?
+  kill -0 "$child" 2>/dev/null || break      # a trapped signal interrupts wait; the child runs on
+done
+rm -f "$pidfile"
+exit "$rc"

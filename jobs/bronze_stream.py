@@ -5,13 +5,18 @@
         [--checkpoint DIR] [--store delta|snowflake] [--env ENV]
 
 Each micro-batch goes through shopstream.ingest.BronzeBatchWriter (one MERGE per table).
-SIGTERM or Ctrl-C stop the query after the micro-batch in progress.
+SIGTERM or SIGINT (to this process, or to the spark-submit.sh that started it) stop the query
+after the micro-batch in progress, and it exits 0 with a "stopped after batch N" line. A second
+query on the same checkpoint exits 2 at once. Every progress event logs the Kafka lag per topic;
+a stall (broker unreachable, or records waiting and no batch) logs a warning every
+bronze.stall_warning_seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,10 +24,10 @@ import time
 from pathlib import Path
 
 from shopstream import config as cfg
-from shopstream import logs
+from shopstream import logs, status
 from shopstream.spark import build_session
 from shopstream.stores.base import make_store
-from shopstream.stream import StreamOptions, start_bronze, stop_gracefully
+from shopstream.stream import CheckpointInUse, StreamOptions, start_bronze, stop_gracefully
 
 log = logging.getLogger("shopstream.bronze")
 
@@ -43,35 +48,58 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logs.setup()
+    # spark-submit.sh forwards SIGTERM / SIGINT to this process (not to the JVM): say where it is
+    pidfile = os.environ.get("SHOPSTREAM_DRIVER_PIDFILE")
+    if pidfile:
+        Path(pidfile).write_text(str(os.getpid()))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     conf = cfg.load(args.env)
     store_type = args.store or conf.store_type
     spark = build_session(conf, app_name="shopstream-bronze", store_type=store_type)
     query_name = str(conf.get("bronze.query_name"))
+    bootstrap = args.bootstrap_servers or conf.get("kafka.bootstrap_servers")
     opts = StreamOptions(
-        bootstrap_servers=args.bootstrap_servers or conf.get("kafka.bootstrap_servers"),
+        bootstrap_servers=bootstrap,
         topics=dict(conf.get("kafka.topics")),
         checkpoint=Path(args.checkpoint) if args.checkpoint else conf.path("paths.checkpoints") / query_name,
         query_name=query_name, trigger=args.trigger, starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger or int(conf.get("bronze.max_offsets_per_trigger")),
         max_record_bytes=int(conf.get("bronze.max_record_bytes")),
         fail_on_data_loss=str(conf.get("bronze.fail_on_data_loss", "true")).lower() == "true")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def latest():
+        return status.broker_latest_offsets(bootstrap, list(opts.topics.values()))
+
     t0 = time.monotonic()
-    query, writer = start_bronze(spark, make_store(store_type, spark, conf), opts)
+    try:
+        query, writer = start_bronze(spark, make_store(store_type, spark, conf), opts, latest)
+    except CheckpointInUse as exc:
+        log.error("%s", exc)
+        spark.stop()
+        return 2
     log.info("bronze query %s started (trigger %s, checkpoint %s)", query.id, opts.trigger, opts.checkpoint)
-    while query.isActive:
-        if stop.is_set():
-            log.info("stop requested: finishing the micro-batch in progress")
-            stop_gracefully(query)
-            break
-        query.awaitTermination(1)
+    monitor = status.StreamMonitor(query, latest, float(conf.get("bronze.stall_warning_seconds", 120)))
+    stopped = False
+    try:
+        while query.isActive:
+            if stop.is_set():
+                log.info("stop requested: finishing the micro-batch in progress")
+                stop_gracefully(query)
+                stopped = True
+                break
+            query.awaitTermination(1)
+            monitor.tick()
+    finally:
+        writer.checkpoint_lock.release()
+    last = writer.results[-1].batch_id if writer.results else None
     if query.exception() is not None:
-        log.error("bronze query failed: %s", query.exception())
+        log.error("bronze query failed after batch %s: %s", last, query.exception())
         return 1
     total = sum(sum(r.input_records.values()) for r in writer.results)
-    log.info("bronze done: %d batches, %d records, %.1fs", len(writer.results), total, time.monotonic() - t0)
+    log.info("bronze %s after batch %s: %d batches, %d records, %.1fs", "stopped" if stopped else "done",
+             "none" if last is None else last, len(writer.results), total, time.monotonic() - t0)
     spark.stop()
     return 0
 

@@ -15,6 +15,8 @@ numbers and make the command fail after the others are sent.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import sys
 import time
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from shopstream import config as cfg
 from shopstream.generator import FxTable, Params, Record, generate, route
-from shopstream.producer import publish
+from shopstream.producer import PublishError, publish
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Kafka timestamp: the event's time (a captured day) or the send time")
     p.add_argument("--truth", type=Path, default=None, help="write the ground-truth JSON here")
     p.add_argument("--input", type=Path, default=None, help="publish this JSON-lines file instead")
+    p.add_argument("--skip", type=int, default=0,
+                   help="do not send the first N records (resume after a failed publish, which names N)")
+    p.add_argument("--delivery-timeout", type=float, default=300.0,
+                   help="seconds librdkafka keeps retrying a record, e.g. through a broker restart (default 300)")
     return p.parse_args(argv)
 
 
@@ -68,11 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     conf = cfg.load(args.env)
     bootstrap = args.bootstrap_servers or conf.get("kafka.bootstrap_servers")
     topics = dict(conf.get("kafka.topics"))
+    send = functools.partial(publish, bootstrap_servers=bootstrap, topics=topics, rate_limit=args.rate,
+                             delivery_timeout_s=args.delivery_timeout)
     if args.input is not None:
         bad: list[int] = []
-        stats = publish(records_from_file(args.input, args.timestamps == "now", bad), bootstrap,
-                        topics, rate_limit=args.rate)
-        print(json.dumps({"published": stats.sent, "not_published_lines": bad}))
+        try:
+            stats = send(itertools.islice(records_from_file(args.input, args.timestamps == "now", bad),
+                                          args.skip, None))
+        except PublishError as exc:
+            print(f"error: {exc} (--skip counts records, i.e. routed lines, after the first {args.skip})",
+                  file=sys.stderr)
+            return 1
+        print(json.dumps({"published": stats.sent, "skipped": args.skip, "not_published_lines": bad}))
         return 2 if bad else 0
 
     params = Params(start_date=args.start_date, days=args.days,
@@ -83,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     records, truth = generate(params, FxTable(conf.path("paths.fx_rates")))
     if args.timestamps == "now":
         records = (Record(r.topic, r.key, r.value, int(time.time() * 1000)) for r in records)
-    stats = publish(records, bootstrap, topics, rate_limit=args.rate)
+    try:
+        stats = send(itertools.islice(records, args.skip, None))
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.truth:   # the truth of the whole sequence (same seed): valid once the rest is sent
+            args.truth.parent.mkdir(parents=True, exist_ok=True)
+            args.truth.write_text(json.dumps(truth.summary(), indent=2))
+            print(f"ground truth (of all records, once resumed): {args.truth}", file=sys.stderr)
+        return 1
     summary = truth.summary()
     summary["publish"] = {"records": stats.sent, "seconds": round(stats.seconds, 3),
                           "records_per_s": round(stats.rate)}

@@ -93,8 +93,8 @@ def test_stream_lands_every_valid_record_once_and_quarantines_the_rest(spark, ka
         counts["bronze_orders"] + counts["bronze_clicks"] + more["valid_events"]
 
 
-def _bronze_subprocess(env_root: Path, kafka, topics, checkpoint: Path, max_offsets: int):
-    env = dict(os.environ)
+def _bronze_subprocess(env_root: Path, kafka, topics, checkpoint: Path, max_offsets: int, **extra_env):
+    env = dict(os.environ, **extra_env)
     env.update({
         "SHOPSTREAM__PATHS__WAREHOUSE": str(env_root),
         "SHOPSTREAM__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,

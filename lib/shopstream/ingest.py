@@ -2,17 +2,29 @@
 
 Per micro-batch:
  1. route every record (shopstream.bronze) and cache the result;
- 2. one aggregate over the cached batch per destination: rows, distinct ingestion ids, min/max
-    id, the ingest dates — the MERGE bounds, and the batch's metrics, in a single Spark job;
+ 2. one aggregate over the cached batch per destination and Kafka partition: rows, distinct
+    ingestion ids, min/max id, the ingest dates, the last offset — the MERGE bounds, the
+    batch's metrics and its end offsets, in a single Spark job;
  3. per table with rows: deduplicate on ingestion_id (only when the batch has copies), then one
     insert-only MERGE bounded to the batch's dates and id range, under the transaction id
-    (query:run_id, batch_id) so that a re-executed batch is skipped by the store;
- 4. one metrics row appended to bronze_batches under the same transaction id, one log line.
+    (query:run_id, batch_id) so that a re-executed batch is skipped by the store; when it is
+    skipped, the rows that earlier attempt inserted are read back from the store's own record
+    of that transaction (Delta: the commit carrying the txn action; Snowflake: the ledger), so
+    a table committed before a crash counts as inserted by this batch, not as replayed;
+ 4. one metrics row appended to bronze_batches under the same transaction id (skipped when an
+    earlier attempt wrote it), one log line.
+
+Fault injection (tests only): SHOPSTREAM_FAULT_KILL="BATCH:N" makes the writer kill its own
+process (SIGKILL) right after the N-th store commit of micro-batch BATCH (N=0: before the first
+MERGE); unset, it does nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +34,15 @@ from pyspark.sql import functions as F
 
 from shopstream import bronze, schemas
 from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn, literal_rows
+
+FAULT_ENV = "SHOPSTREAM_FAULT_KILL"
+
+
+def _fault_point(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    batch, commits = text.split(":")
+    return int(batch), int(commits)
 
 log = logging.getLogger("shopstream.bronze")
 
@@ -39,25 +60,34 @@ class BatchResult:
     batch_id: int
     input_records: dict[str, int]
     in_batch_duplicates: int
-    inserted: dict[str, int | None]   # None: the store had this batch already (skipped)
+    inserted: dict[str, int | None]   # first-time inserts per table (None: unknown)
     duration_ms: int
+    skipped: dict[str, bool]          # the store had this table's write from an earlier attempt
+    end_offsets: dict[str, dict[str, int]]   # topic -> partition -> next offset to read
+    lag: int | None = None            # records behind the broker's latest offsets at the batch's end
 
     @property
-    def skipped(self) -> bool:
-        return any(v is None for v in self.inserted.values())
+    def replayed_batch(self) -> bool:
+        return any(self.skipped.values())
 
 
 class BronzeBatchWriter:
-    """Callable for DataStreamWriter.foreachBatch (also callable on static DataFrames)."""
+    """Callable for DataStreamWriter.foreachBatch (also callable on static DataFrames).
+
+    `latest_offsets`, when given, returns the broker's latest offsets (topic -> partition ->
+    offset) for the lag recorded with each batch; None when the broker cannot be asked.
+    """
 
     def __init__(self, store: Store, topics: dict[str, str], max_record_bytes: int,
-                 query_name: str, run_id: str) -> None:
+                 query_name: str, run_id: str, latest_offsets=None) -> None:
         self.store = store
         self.topics = dict(topics)
         self.max_record_bytes = max_record_bytes
         self.query_name = query_name
         self.run_id = run_id
+        self.latest_offsets = latest_offsets
         self.results: list[BatchResult] = []
+        self._fault = _fault_point(os.environ.get(FAULT_ENV))
 
     def ensure_tables(self) -> None:
         for spec in (*TABLES.values(), BATCHES):
@@ -69,22 +99,40 @@ class BronzeBatchWriter:
                 .transform(lambda df: bronze.route_records(df, self.topics, self.max_record_bytes))
                 .transform(lambda df: bronze.with_batch_columns(df, batch_id, ingested_at)))
 
+    def _committed(self, batch_id: int, commits: int) -> None:
+        if self._fault == (batch_id, commits):
+            log.warning("fault injection (%s): killing this process after %d commit(s) of batch %d",
+                        FAULT_ENV, commits, batch_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         started_at = datetime.now(timezone.utc)
         t0 = time.monotonic()
-        txn = Txn(f"{self.query_name}:{self.run_id}", int(batch_id))
+        batch_id = int(batch_id)
+        txn = Txn(f"{self.query_name}:{self.run_id}", batch_id)
         routed = self.route(batch_df, batch_id, started_at).persist()
+        commits = 0
+        self._committed(batch_id, commits)
         try:
-            stats = {r["dest"]: r for r in routed.groupBy("dest").agg(
+            parts = routed.groupBy("dest", "topic", "kafka_partition").agg(
                 F.count(F.lit(1)).alias("n"),
                 F.count_distinct("ingestion_id").alias("distinct"),
                 F.min("ingestion_id").alias("min_id"),
                 F.max("ingestion_id").alias("max_id"),
-                F.array_sort(F.collect_set("ingest_date")).alias("dates")).collect()}
+                F.max("kafka_offset").alias("last_offset"),
+                F.collect_set("ingest_date").alias("dates")).collect()
+            stats = _per_dest(parts)
+            end_offsets: dict[str, dict[str, int]] = {}
+            for p in parts:
+                part = end_offsets.setdefault(p["topic"], {})
+                key = str(p["kafka_partition"])
+                part[key] = max(part.get(key, 0), int(p["last_offset"]) + 1)
             inserted: dict[str, int | None] = {}
+            skipped: dict[str, bool] = {}
             duplicates = 0
             for dest in bronze.DESTS:
                 s = stats.get(dest)
+                skipped[dest] = False
                 if s is None:
                     inserted[dest] = 0
                     continue
@@ -92,17 +140,40 @@ class BronzeBatchWriter:
                 if s["n"] != s["distinct"]:
                     duplicates += s["n"] - s["distinct"]
                     source = bronze.dedupe_on_ingestion_id(source)
-                bounds = MergeBounds(tuple(s["dates"]), s["min_id"], s["max_id"])
-                inserted[dest] = self.store.insert_new(TABLES[dest], source, bounds, txn)
+                bounds = MergeBounds(tuple(sorted(s["dates"])), s["min_id"], s["max_id"])
+                n = self.store.insert_new(TABLES[dest], source, bounds, txn)
+                if n is None:                 # committed by an earlier attempt of this batch
+                    skipped[dest] = True
+                    n = self.store.committed_inserts(TABLES[dest], txn)
+                    if n is None:
+                        log.warning("bronze batch %s: %s was committed earlier but its insert count "
+                                    "was not found; counted as 0", batch_id, TABLES[dest].name)
+                else:
+                    commits += 1
+                    self._committed(batch_id, commits)
+                inserted[dest] = n
         finally:
             routed.unpersist()
         counts = {d: (stats[d]["n"] if d in stats else 0) for d in bronze.DESTS}
-        result = BatchResult(int(batch_id), counts, duplicates, inserted, int((time.monotonic() - t0) * 1000))
+        result = BatchResult(batch_id, counts, duplicates, inserted, int((time.monotonic() - t0) * 1000),
+                             skipped, end_offsets, self._lag(end_offsets))
         self.results.append(result)
-        if result.skipped and all(v is None for d, v in inserted.items() if counts[d]):
-            log.info("bronze batch %s of %s already committed: skipped", batch_id, txn.app_id)
-            return
         self._record(result, started_at, txn)
+        commits += 1
+        self._committed(batch_id, commits)
+
+    def _lag(self, end_offsets: dict[str, dict[str, int]]) -> int | None:
+        if self.latest_offsets is None:
+            return None
+        try:
+            latest = self.latest_offsets()
+        except Exception as exc:   # noqa: BLE001 - the broker may be unreachable; lag is then unknown
+            log.warning("bronze: cannot read the broker's latest offsets for the lag: %s", exc)
+            return None
+        if latest is None:
+            return None
+        return sum(max(0, off - end_offsets.get(topic, {}).get(part, 0))
+                   for topic, parts in latest.items() for part, off in parts.items())
 
     def _record(self, r: BatchResult, started_at: datetime, txn: Txn) -> None:
         ins = {d: (v or 0) for d, v in r.inserted.items()}
@@ -111,8 +182,25 @@ class BronzeBatchWriter:
         row = (self.query_name, self.run_id, r.batch_id, started_at, r.duration_ms,
                sum(r.input_records.values()), r.input_records["orders"], r.input_records["clicks"],
                r.input_records["quarantine"], r.in_batch_duplicates, ins["orders"], ins["clicks"],
-               ins["quarantine"], replayed)
+               ins["quarantine"], replayed, json.dumps(r.end_offsets, sort_keys=True), r.lag)
         self.store.append(BATCHES, literal_rows(self.store.spark, [row], schemas.BRONZE_BATCHES), txn)
         log.info("bronze batch=%s input=%s orders=%s clicks=%s quarantined=%s in_batch_duplicates=%s "
-                 "replayed=%s duration_ms=%s", r.batch_id, sum(r.input_records.values()), ins["orders"],
-                 ins["clicks"], ins["quarantine"], r.in_batch_duplicates, replayed, r.duration_ms)
+                 "replayed=%s lag=%s duration_ms=%s%s", r.batch_id, sum(r.input_records.values()), ins["orders"],
+                 ins["clicks"], ins["quarantine"], r.in_batch_duplicates, replayed,
+                 "?" if r.lag is None else r.lag, r.duration_ms,
+                 " (re-executed: tables committed earlier were skipped)" if r.replayed_batch else "")
+
+
+def _per_dest(parts: list) -> dict[str, dict]:
+    """Fold the per-(dest, topic, partition) aggregate into per-dest stats. Distinct ids add up
+    across partitions: an ingestion id is one Kafka coordinate, so copies share a partition."""
+    out: dict[str, dict] = {}
+    for p in parts:
+        s = out.setdefault(p["dest"], {"n": 0, "distinct": 0, "min_id": p["min_id"], "max_id": p["max_id"],
+                                       "dates": set()})
+        s["n"] += p["n"]
+        s["distinct"] += p["distinct"]
+        s["min_id"] = min(s["min_id"], p["min_id"])
+        s["max_id"] = max(s["max_id"], p["max_id"])
+        s["dates"].update(p["dates"])
+    return out

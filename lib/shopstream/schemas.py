@@ -113,6 +113,8 @@ BRONZE_BATCHES = T.StructType([
     T.StructField("clicks_inserted", T.LongType(), False),
     T.StructField("quarantined", T.LongType(), False),
     T.StructField("replayed", T.LongType(), False),
+    T.StructField("end_offsets", T.StringType()),   # JSON: topic -> partition -> next offset to read
+    T.StructField("lag", T.LongType()),             # records behind the broker at the batch's end
 ])
 
 # reference data: USD per unit of a currency on a date (shopstream.fx; loaded by jobs/fx_rates.py)

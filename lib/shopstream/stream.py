@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -15,6 +18,40 @@ from shopstream.stores.base import Store
 
 log = logging.getLogger("shopstream.bronze")
 RUN_ID_FILE = "_shopstream_run_id"
+LOCK_FILE = "_shopstream.lock"
+
+
+class CheckpointInUse(RuntimeError):
+    """Another bronze query holds this checkpoint."""
+
+
+class CheckpointLock:
+    """An exclusive lock on a checkpoint folder, held while a query runs on it.
+
+    flock(2) on a file in the folder: another process (or another start in this one) fails at
+    once, and the operating system releases it when the holder exits, kill -9 included. Local
+    and NFS-like file systems only; a checkpoint on object storage needs a scheduler that never
+    starts two copies (README)."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        self.path = checkpoint / LOCK_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise CheckpointInUse(f"checkpoint {checkpoint} is in use by another bronze query ({holder}); "
+                                  "stop that one first, or give this one another --checkpoint") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)   # closing the descriptor releases the lock
+            self._fd = None
 
 
 @dataclass
@@ -44,11 +81,18 @@ def run_id_for(checkpoint: Path) -> str:
     return f.read_text().strip()
 
 
-def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions):
-    """Create the tables if needed and start the query; returns (query, writer)."""
-    writer = BronzeBatchWriter(store, opts.topics, opts.max_record_bytes, opts.query_name,
-                               run_id_for(opts.checkpoint))
-    writer.ensure_tables()
+def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_offsets=None):
+    """Lock the checkpoint, create the tables if needed and start the query; returns (query,
+    writer). The lock is `writer.checkpoint_lock`: release it once the query has ended."""
+    lock = CheckpointLock(Path(opts.checkpoint))
+    try:
+        writer = BronzeBatchWriter(store, opts.topics, opts.max_record_bytes, opts.query_name,
+                                   run_id_for(opts.checkpoint), latest_offsets)
+        writer.checkpoint_lock = lock
+        writer.ensure_tables()
+    except BaseException:
+        lock.release()
+        raise
     reader = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", opts.bootstrap_servers)
               .option("subscribe", ",".join([opts.topics["orders"], opts.topics["clicks"]]))
@@ -62,13 +106,20 @@ def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions):
         stream = stream.trigger(availableNow=True)
     else:
         stream = stream.trigger(processingTime=opts.trigger)
-    return stream.start(), writer
+    try:
+        return stream.start(), writer
+    except BaseException:
+        lock.release()
+        raise
 
 
 def run_available_now(spark: SparkSession, store: Store, opts: StreamOptions) -> BronzeBatchWriter:
     """Catch up on everything in the topics, then return (raises if the query failed)."""
     query, writer = start_bronze(spark, store, replace(opts, trigger="available-now"))
-    query.awaitTermination()
+    try:
+        query.awaitTermination()
+    finally:
+        writer.checkpoint_lock.release()
     if query.exception() is not None:
         raise RuntimeError(f"bronze query failed: {query.exception()}")
     return writer

@@ -58,6 +58,10 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def committed_inserts(self, spec: TableSpec, txn: Txn) -> int | None:
+        """The rows an earlier insert_new under `txn` inserted (None: not found)."""
+
+    @abstractmethod
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
         """Append rows; skipped when `txn` was already applied."""
 

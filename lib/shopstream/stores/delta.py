@@ -14,6 +14,7 @@ new data: the bronze job puts a run id stored in the checkpoint folder into it.
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 from datetime import date
@@ -77,6 +78,29 @@ class DeltaStore(Store):
                       .whenNotMatchedInsertAll().execute())
             rows = result.collect()  # one metrics row, or none when Delta skipped the txn
         return int(rows[0]["num_inserted_rows"]) if rows else None
+
+    def committed_inserts(self, spec: TableSpec, txn: Txn, search_commits: int = 50) -> int | None:
+        """From the table's log: the commit (among the last `search_commits`) whose txn action is
+        (txn.app_id, txn.version), and the rows its MERGE inserted (operationMetrics)."""
+        table = self.path(spec.name)
+        jvm = self.spark._jvm
+        conf = self.spark._jsc.hadoopConfiguration()
+        for h in DeltaTable.forPath(self.spark, table).history(search_commits).select(
+                "version", "operationMetrics").collect():
+            path = jvm.org.apache.hadoop.fs.Path(f"{table}/_delta_log/{int(h.version):020d}.json")
+            fs = path.getFileSystem(conf)
+            if not fs.exists(path):
+                continue
+            stream = fs.open(path)
+            try:
+                text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+            finally:
+                stream.close()
+            for line in text.splitlines():
+                action = json.loads(line).get("txn") if '"txn"' in line else None
+                if action and action.get("appId") == txn.app_id and int(action.get("version", -1)) == txn.version:
+                    return int((h.operationMetrics or {}).get("numTargetRowsInserted", 0))
+        return None
 
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
         writer = df.select(*spec.schema.fieldNames()).write.format("delta").mode("append")

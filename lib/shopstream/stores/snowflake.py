@@ -222,8 +222,14 @@ class SnowflakeStore(Store):
         staging = self._staging(spec)
         self.stage(source.select(*spec.schema.fieldNames()), self.loc.table(staging))
         inserted = int(self.run(q.merge_insert_new(self.loc, spec, staging, bounds))[0][0])
-        self.run(q.ledger_record(self.loc, txn, spec.name))   # a crash before this: the MERGE reruns, inserting 0
+        # a crash between the MERGE and this record: the rerun's MERGE inserts 0 and records 0,
+        # so that batch's first-time count reads 0 (the data stays exact; Delta has no such gap)
+        self.run(q.ledger_record(self.loc, txn, spec.name, inserted))
         return inserted
+
+    def committed_inserts(self, spec: TableSpec, txn: Txn) -> int | None:
+        rows = self.run(q.ledger_inserted(self.loc, txn, spec.name))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
         if txn is not None:

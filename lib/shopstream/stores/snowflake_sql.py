@@ -89,7 +89,7 @@ def create_table(loc: Location, spec: TableSpec, transient: bool = False) -> str
 def create_ledger(loc: Location) -> str:
     return (f"CREATE TABLE IF NOT EXISTS {loc.table(LEDGER)} (\"APP_ID\" VARCHAR NOT NULL, "
             f"\"TABLE_NAME\" VARCHAR NOT NULL, \"VERSION\" NUMBER(19,0) NOT NULL, "
-            f"\"COMMITTED_AT\" TIMESTAMP_NTZ NOT NULL)")
+            f"\"COMMITTED_AT\" TIMESTAMP_NTZ NOT NULL, \"ROWS_INSERTED\" NUMBER(19,0))")
 
 
 def staging_name(spec: TableSpec, stream: str) -> str:
@@ -103,10 +103,17 @@ def ledger_seen(loc: Location, txn: Txn, table: str) -> str:
             f"AND \"TABLE_NAME\" = {_literal(table.upper())} AND \"VERSION\" >= {int(txn.version)}")
 
 
-def ledger_record(loc: Location, txn: Txn, table: str) -> str:
-    return (f"INSERT INTO {loc.table(LEDGER)} (\"APP_ID\", \"TABLE_NAME\", \"VERSION\", \"COMMITTED_AT\") "
-            f"SELECT {_literal(txn.app_id)}, {_literal(table.upper())}, {int(txn.version)}, "
-            f"CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ")
+def ledger_record(loc: Location, txn: Txn, table: str, rows_inserted: int | None = None) -> str:
+    rows = "NULL" if rows_inserted is None else str(int(rows_inserted))
+    return (f"INSERT INTO {loc.table(LEDGER)} (\"APP_ID\", \"TABLE_NAME\", \"VERSION\", \"COMMITTED_AT\", "
+            f"\"ROWS_INSERTED\") SELECT {_literal(txn.app_id)}, {_literal(table.upper())}, {int(txn.version)}, "
+            f"CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ, {rows}")
+
+
+def ledger_inserted(loc: Location, txn: Txn, table: str) -> str:
+    """The rows the recorded write of (app, table, version) inserted."""
+    return (f"SELECT MAX(\"ROWS_INSERTED\") FROM {loc.table(LEDGER)} WHERE \"APP_ID\" = {_literal(txn.app_id)} "
+            f"AND \"TABLE_NAME\" = {_literal(table.upper())} AND \"VERSION\" = {int(txn.version)}")
 
 
 def _literal(text: str) -> str:

@@ -1,0 +1,244 @@
+"""Bronze as it is operated: any bytes at all on the topics, a second query on a checkpoint,
+SIGTERM to the process spark-submit.sh runs, a broker outage under a running stream, and the
+publisher through a broker restart. Real broker, real Delta tables, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from datetime import date
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from shopstream import config as cfg
+from shopstream.generator import FxTable, Params, generate
+from shopstream.kafka_local import LocalKafka
+from shopstream.producer import publish
+from shopstream.status import broker_latest_offsets
+from shopstream.stores.delta import DeltaStore
+from shopstream.stream import CheckpointInUse, CheckpointLock, StreamOptions, run_available_now
+from test_bronze_e2e import BRONZE, _kafka_count
+
+pytestmark = pytest.mark.kafka
+_wait = threading.Event().wait   # a timed wait between polls of a condition (never sleep-and-hope)
+
+
+def _poll(condition, timeout_s: float, proc: subprocess.Popen | None = None, what: str = "condition"):
+    """Poll `condition` every 0.5 s until true or the deadline; fail early if `proc` exits."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}")
+        _wait(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _env(warehouse: Path, bootstrap: str, topics: dict, **extra) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "SHOPSTREAM__PATHS__WAREHOUSE": str(warehouse),
+        "SHOPSTREAM__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "SHOPSTREAM__KAFKA__TOPICS__ORDERS": topics["orders"],
+        "SHOPSTREAM__KAFKA__TOPICS__CLICKS": topics["clicks"],
+        "SHOPSTREAM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "2",
+        "SHOPSTREAM__SPARK__CONF__SPARK.UI.ENABLED": "false",
+        "SHOPSTREAM__SPARK__MASTER": "local[2]",
+    })
+    env.update(extra)
+    return env
+
+
+def _job(args: list[str], env: dict, log: Path, via_submit: bool = False) -> subprocess.Popen:
+    cmd = ([str(cfg.PROJECT_ROOT / "spark-submit.sh"), "--master", "local[2]", "bronze_stream"] if via_submit
+           else [sys.executable, str(cfg.PROJECT_ROOT / "jobs" / "bronze_stream.py")])
+    out = log.open("wb")
+    return subprocess.Popen(cmd + args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _generated(base_conf, seed: int, sessions: int):
+    records, truth = generate(Params(start_date=date(2026, 11, 1), sessions=sessions, seed=seed),
+                              FxTable(base_conf.path("paths.fx_rates")))
+    return list(records), truth
+
+
+def _rows(store) -> int:
+    return sum(store.read(t).count() for t in BRONZE) if store.exists("bronze_batches") else 0
+
+
+def _fuzz(rng: random.Random, n: int):
+    """(key, value, headers): random bytes, tombstones, empty values, JSON of every shape, contract
+    events with a field swapped for a random JSON value, deep nesting, huge values."""
+    base = {"event_id": "019a3e2c-0000-7000-8000-000000000001", "event_type": "page_view",
+            "event_time": "2026-11-01T12:00:00Z", "schema_version": 1, "session_id": "s1",
+            "device": "mobile", "channel": "email", "country": "DE", "order_id": "019a3e2c-0000-7000-8000-0000000000aa",
+            "user_id": "u1", "currency": "EUR", "total_amount": "1.00",
+            "items": [{"product_id": "p", "category": "c", "quantity": 1, "unit_price": "1.00"}]}
+    scalars = [None, True, False, 0, -1, 2**63, 1e308, -0.0, "", " ", "x" * 50, "ünï", "\u0000", "NaN", [], {},
+               [1, "a"], {"k": [None]}, "2026-11-01", "1e3"]
+    for i in range(n):
+        kind = rng.randrange(10)
+        key = None if rng.random() < 0.3 else rng.randbytes(rng.randrange(0, 20))
+        headers = [("h", rng.randbytes(4)), ("trace", None)] if rng.random() < 0.2 else None
+        if kind == 0:
+            value = rng.randbytes(rng.randrange(0, 300))
+        elif kind == 1:
+            value = None                                               # tombstone
+        elif kind == 2:
+            value = b""
+        elif kind == 3:
+            value = json.dumps(rng.choice(scalars)).encode()           # JSON, not an object
+        elif kind == 4:
+            value = json.dumps({rng.choice(list(base)): rng.choice(scalars) for _ in range(rng.randrange(0, 8))}).encode()
+        elif kind in (5, 6, 7):
+            e = dict(base, event_type=rng.choice(["page_view", "order_created", "order_paid", "ORDER_PAID",
+                                                   "product_view", "checkout_start", "teleport"]))
+            for _ in range(rng.randrange(1, 3)):
+                e[rng.choice(list(base))] = rng.choice(scalars)
+            value = json.dumps(e).encode()
+        elif kind == 8:
+            depth = rng.choice([10, 600, 3000])
+            value = ('{"event_id":' + "[" * depth + "]" * depth + "}").encode()
+        else:
+            value = json.dumps(dict(base, padding="y" * rng.choice([100, 70_000, 300_000]))).encode()
+        yield key, value, headers, i
+
+
+def test_no_record_stops_the_stream(spark, kafka, fresh_topics, tmp_path):
+    from confluent_kafka import Producer
+
+    rng = random.Random(1313)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "message.max.bytes": 4_000_000,
+                         "log_level": 0})
+    names = list(fresh_topics.values())
+    sent = 0
+    for key, value, headers, i in _fuzz(rng, 3000):
+        producer.produce(names[i % 2], value=value, key=key, headers=headers)
+        sent += 1
+        if sent % 500 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    store = DeltaStore(spark, tmp_path / "wh")
+    writer = run_available_now(spark, store, StreamOptions(bootstrap_servers=kafka.bootstrap_servers,
+                                                           topics=fresh_topics, checkpoint=tmp_path / "cp",
+                                                           max_offsets_per_trigger=1000))
+    counts = {t: store.read(t).count() for t in BRONZE}
+    assert _kafka_count(spark, kafka, fresh_topics) == sent == sum(counts.values())
+    assert sum(sum(r.input_records.values()) for r in writer.results) == sent
+    reasons = {r.reason: r["count"] for r in store.read("bronze_quarantine").groupBy("reason").count().collect()}
+    assert None not in reasons and reasons.get("null_value", 0) > 0 and reasons.get("oversized", 0) > 0
+    assert {"not_json", "wrong_type", "missing_required_field"} <= set(reasons)
+
+
+def test_a_second_query_on_a_checkpoint_fails_fast(spark, kafka, fresh_topics, tmp_path):
+    cp = tmp_path / "cp"
+    holder = CheckpointLock(cp)                     # as a running bronze query holds it
+    try:
+        opts = StreamOptions(bootstrap_servers=kafka.bootstrap_servers, topics=fresh_topics, checkpoint=cp)
+        with pytest.raises(CheckpointInUse, match="in use by another bronze query"):
+            run_available_now(spark, DeltaStore(spark, tmp_path / "wh"), opts)
+        log = tmp_path / "second.log"
+        proc = _job(["--checkpoint", str(cp)], _env(tmp_path / "wh", kafka.bootstrap_servers, fresh_topics), log)
+        assert proc.wait(timeout=300) == 2
+        assert f"checkpoint {cp} is in use by another bronze query" in log.read_text()
+    finally:
+        holder.release()
+    assert not DeltaStore(spark, tmp_path / "wh").exists("bronze_orders")   # nothing written by either
+
+
+def test_sigterm_to_spark_submit_finishes_the_batch_and_exits_0(spark, kafka, fresh_topics, base_conf, tmp_path):
+    records, truth = _generated(base_conf, seed=61, sessions=80)
+    publish(records, kafka.bootstrap_servers, fresh_topics, progress=lambda _: None)
+    wh, log = tmp_path / "wh", tmp_path / "bronze.log"
+    proc = _job(["--trigger", "1 second", "--checkpoint", str(tmp_path / "cp")],
+                _env(wh, kafka.bootstrap_servers, fresh_topics), log, via_submit=True)
+    store = DeltaStore(spark, wh)
+    try:
+        _poll(lambda: _rows(store) == len(records), 300, proc, "the published records in bronze")
+        os.kill(proc.pid, signal.SIGTERM)                   # the PID spark-submit.sh runs as
+        assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "stop requested: finishing the micro-batch in progress" in text
+    last = max(r.batch_id for r in store.read("bronze_batches").collect())
+    assert f"bronze stopped after batch {last}" in text
+    assert _rows(store) == len(records)
+
+
+def test_broker_outage_is_visible_and_the_stream_resumes_exactly(spark, base_conf, tmp_path):
+    broker = LocalKafka(tmp_path / "kafka", partitions=3, conf=base_conf).start()
+    topics = {"orders": "outage-orders", "clicks": "outage-clicks"}
+    broker.create_topics(list(topics.values()))
+    first, _ = _generated(base_conf, seed=71, sessions=60)
+    second, _ = _generated(base_conf, seed=72, sessions=60)
+    publish(first, broker.bootstrap_servers, topics, progress=lambda _: None)
+    wh, log = tmp_path / "wh", tmp_path / "bronze.log"
+    proc = _job(["--trigger", "1 second", "--checkpoint", str(tmp_path / "cp")],
+                _env(wh, broker.bootstrap_servers, topics, SHOPSTREAM__BRONZE__STALL_WARNING_SECONDS="4"), log)
+    store = DeltaStore(spark, wh)
+    try:
+        _poll(lambda: _rows(store) == len(first), 300, proc, "the first records in bronze")
+        _poll(lambda: "lag=" in log.read_text(), 60, proc, "a progress line with the lag")
+        broker.stop()
+        _poll(lambda: "bronze stalled" in log.read_text(), 120, proc, "the stall warning")
+        broker.start()
+        publish(second, broker.bootstrap_servers, topics, progress=lambda _: None)
+        _poll(lambda: _rows(store) == len(first) + len(second), 300, proc, "the records sent after the outage")
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        broker.stop()
+    assert "Kafka unreachable" in log.read_text()
+    for t in BRONZE:
+        df = store.read(t)
+        assert df.select("ingestion_id").distinct().count() == df.count()
+    batches = store.read("bronze_batches")
+    assert batches.agg(F.sum("input_records") - F.sum("replayed")).first()[0] == len(first) + len(second)
+    assert batches.where(F.col("end_offsets").isNull()).count() == 0
+
+
+def test_publisher_rides_out_a_broker_restart(base_conf, tmp_path):
+    broker = LocalKafka(tmp_path / "kafka", partitions=3, conf=base_conf).start()
+    topics = {"orders": "restart-orders", "clicks": "restart-clicks"}
+    broker.create_topics(list(topics.values()))
+    records, _ = _generated(base_conf, seed=81, sessions=1500)   # ~9,000 records over ~10 s
+    lines: list[str] = []
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["stats"] = publish(records, broker.bootstrap_servers, topics, rate_limit=len(records) / 10,
+                                       progress=lines.append, progress_every_s=0.5, delivery_timeout_s=120)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    t = threading.Thread(target=run)
+    try:
+        t.start()
+        _poll(lambda: len(lines) >= 2, 60, what="publishing under way")
+        broker.stop()
+        _wait(5)                                            # the broker stays away for a while
+        assert t.is_alive()                                 # still waiting, not failed
+        broker.start()
+        t.join(timeout=180)
+        assert not t.is_alive() and "error" not in outcome, outcome.get("error")
+        latest = broker_latest_offsets(broker.bootstrap_servers, list(topics.values()))
+    finally:
+        broker.stop()
+    assert sum(o for parts in latest.values() for o in parts.values()) == len(records)   # each exactly once
+    assert any("waiting for acknowledgement" in line for line in lines)
