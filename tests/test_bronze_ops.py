@@ -242,3 +242,25 @@ def test_publisher_rides_out_a_broker_restart(base_conf, tmp_path):
         broker.stop()
     assert sum(o for parts in latest.values() for o in parts.values()) == len(records)   # each exactly once
     assert any("waiting for acknowledgement" in line for line in lines)
+
+
+def test_publisher_names_what_was_not_delivered_and_where_to_resume(base_conf, tmp_path):
+    from shopstream.kafka_local import free_port
+    from shopstream.producer import PublishError
+
+    records, _ = _generated(base_conf, seed=82, sessions=20)
+    nobody = f"127.0.0.1:{free_port()}"                    # no broker listens here
+    lines: list[str] = []
+    with pytest.raises(PublishError) as err:
+        publish(records, nobody, {"orders": "o", "clicks": "c"}, progress=lines.append, progress_every_s=0.5,
+                delivery_timeout_s=3)
+    assert (err.value.undelivered, err.value.resume_at) == (len(records), 0)
+    assert f"{len(records):,} of {len(records):,} records not delivered" in str(err.value)
+    assert "resume with --skip 0" in str(err.value)
+    assert any("waiting for acknowledgement" in line for line in lines)
+    # the command line says the same and exits 1
+    result = subprocess.run([sys.executable, str(cfg.PROJECT_ROOT / "jobs" / "generate_events.py"), "--sessions", "5",
+                             "--bootstrap-servers", nobody, "--delivery-timeout", "3", "--truth",
+                             str(tmp_path / "truth.json")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "resume with --skip 0" in result.stderr
+    assert json.loads((tmp_path / "truth.json").read_text())["records_sent"]["total"] > 0
