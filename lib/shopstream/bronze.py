@@ -54,6 +54,9 @@ ITEM_STRINGS = ("product_id", "category")
 RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 UUID_TEXT = r"^(?i)([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})$"
 PLAIN_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+# how Spark writes a JSON number into a string field (a Java long or double): only such texts
+# can hide a number token, so only records with one pay for the number probe
+NUMBER_TEXT = r"^(-?[0-9]+(\.[0-9]+)?(E-?[0-9]+)?|NaN|-?Infinity)$"
 # texts a string token may have that Spark's double parser also accepts
 _NUMBER_WORDS = ("NaN", "Infinity", "-Infinity", "+Infinity", "INF", "+INF", "-INF")
 
@@ -143,18 +146,33 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
               .withColumn("_raw", F.when(readable, F.from_json(text, _raw_schema(payload),
                                                                {"mode": "PERMISSIVE",
                                                                 "columnNameOfCorruptRecord": _CORRUPT})))
-              .withColumn("e", F.when(readable, F.from_json(text, payload)))
-              .withColumn("_num", F.when(readable, F.from_json(text, _with_types(payload, T.DoubleType(), T.DoubleType())))))
-    raw, e, num = F.col("_raw"), F.col("e"), F.col("_num")
-    raw_items = F.coalesce(F.from_json(raw["items"], raw_items_type), F.array()) if kind == "orders" else None
+              .withColumn("e", F.when(readable, F.from_json(text, payload))))
+    raw, e = F.col("_raw"), F.col("e")
+    raw_items = None
+    if kind == "orders":   # parsed once: several checks read it
+        parsed = parsed.withColumn("_raw_items", F.coalesce(F.from_json(raw["items"], raw_items_type), F.array()))
+        raw_items = F.col("_raw_items")
+    # the extra parses run only for the records that need them: the number probe where a string
+    # field's text could be a number's (or an amount's is not a plain decimal), the boolean /
+    # object / array probes where a string field's text could be one of those
+    if kind == "orders":
+        item_texts = F.flatten(F.transform(raw_items, lambda i: F.array(i["product_id"], i["category"])))
+    needs_number = F.exists(F.array(*[raw[f] for f in strings]), lambda x: F.coalesce(x.rlike(NUMBER_TEXT), F.lit(False)))
     suspicious = F.exists(F.array(*[raw[f] for f in strings]), lambda x: F.coalesce(_looks_structured(x), F.lit(False)))
     if kind == "orders":
-        suspicious = suspicious | F.exists(raw_items, lambda i: F.coalesce(
-            _looks_structured(i["product_id"]) | _looks_structured(i["category"]), F.lit(False)))
+        needs_number = (needs_number
+                        | F.exists(item_texts, lambda x: F.coalesce(x.rlike(NUMBER_TEXT), F.lit(False)))
+                        | F.coalesce(~raw["total_amount"].rlike(PLAIN_DECIMAL), F.lit(False))
+                        | F.exists(raw_items, lambda i: F.coalesce(~i["unit_price"].rlike(PLAIN_DECIMAL), F.lit(False))))
+        suspicious = suspicious | F.exists(item_texts, lambda x: F.coalesce(_looks_structured(x), F.lit(False)))
+    parsed = (parsed.withColumn("_needs_number", needs_number).withColumn("_suspicious", suspicious)
+              .withColumn("_num", F.when(F.col("_needs_number"), F.from_json(
+                  text, _with_types(payload, T.DoubleType(), T.DoubleType())))))
+    num = F.col("_num")
     probe_types = {"_bool": T.BooleanType(), "_obj": T.MapType(T.StringType(), T.StringType()),
                    "_arr": T.ArrayType(T.StringType())}
     for name, t in probe_types.items():
-        parsed = parsed.withColumn(name, F.when(suspicious, F.from_json(text, _with_types(payload, t))))
+        parsed = parsed.withColumn(name, F.when(F.col("_suspicious"), F.from_json(text, _with_types(payload, t))))
     probes = [F.col(name) for name in probe_types]
     etype = F.lower(F.trim(raw["event_type"]))
 
@@ -187,10 +205,11 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
             | x["quantity"].isNull() | x["unit_price"].isNull())))
         total_wrong, total_invalid = amount_checks(raw["total_amount"], num["total_amount"], e["total_amount"])
         # items: the raw texts, the number probe and the typed values, element by element
-        lines = F.arrays_zip(raw_items, F.coalesce(num["items"], F.array()), F.coalesce(e["items"], F.array()))
+        lines = F.arrays_zip(raw_items.alias("r"), F.coalesce(num["items"], F.array()).alias("n"),
+                             F.coalesce(e["items"], F.array()).alias("t"))
 
         def line_checks(z: Column) -> tuple[Column, Column]:
-            r, n, t = z["0"], z["1"], z["2"]
+            r, n, t = z["r"], z["n"], z["t"]
             price_wrong, price_invalid = amount_checks(r["unit_price"], n["unit_price"], t["unit_price"])
             qty_wrong = F.coalesce(r["quantity"].isNotNull() & t["quantity"].isNull(), F.lit(False))
             strings_wrong = F.coalesce((n["product_id"].isNotNull() & ~F.isnan(n["product_id"]))
@@ -237,7 +256,8 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
             .withColumn("reason", reason)
             .withColumn("detail", detail)
             .withColumn("dest", F.when(F.col("reason").isNull(), F.lit(kind)).otherwise(F.lit("quarantine")))
-            .drop("_raw", "_num", *probe_types, "_missing", "_wrong", "_invalid"))
+            .drop("_raw", "_raw_items", "_num", "_needs_number", "_suspicious", *probe_types, "_missing", "_wrong",
+                  "_invalid"))
 
 
 def with_batch_columns(df: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:
