@@ -30,8 +30,10 @@ pytestmark = pytest.mark.kafka
 _wait = threading.Event().wait   # a timed wait between polls of a condition (never sleep-and-hope)
 
 
-def _poll(condition, timeout_s: float, proc: subprocess.Popen | None = None, what: str = "condition"):
-    """Poll `condition` every 0.5 s until true or the deadline; fail early if `proc` exits."""
+def _poll(condition, timeout_s: float, proc: subprocess.Popen | None = None, what: str = "condition",
+          log: Path | None = None):
+    """Poll `condition` every 0.5 s until true or the deadline; fail early if `proc` exits.
+    A failure shows the end of `log`."""
     import time
 
     deadline = time.monotonic() + timeout_s
@@ -39,10 +41,12 @@ def _poll(condition, timeout_s: float, proc: subprocess.Popen | None = None, wha
         value = condition()
         if value:
             return value
+        tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}")
+            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}\n{tail}")
         _wait(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{tail}")
 
 
 def _env(warehouse: Path, bootstrap: str, topics: dict, **extra) -> dict:
@@ -165,7 +169,7 @@ def test_sigterm_to_spark_submit_finishes_the_batch_and_exits_0(spark, kafka, fr
                 _env(wh, kafka.bootstrap_servers, fresh_topics), log, via_submit=True)
     store = DeltaStore(spark, wh)
     try:
-        _poll(lambda: _rows(store) == len(records), 300, proc, "the published records in bronze")
+        _poll(lambda: _rows(store) == len(records), 300, proc, "the published records in bronze", log)
         os.kill(proc.pid, signal.SIGTERM)                   # the PID spark-submit.sh runs as
         assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
     finally:
@@ -190,13 +194,13 @@ def test_broker_outage_is_visible_and_the_stream_resumes_exactly(spark, base_con
                 _env(wh, broker.bootstrap_servers, topics, SHOPSTREAM__BRONZE__STALL_WARNING_SECONDS="4"), log)
     store = DeltaStore(spark, wh)
     try:
-        _poll(lambda: _rows(store) == len(first), 300, proc, "the first records in bronze")
-        _poll(lambda: "lag=" in log.read_text(), 60, proc, "a progress line with the lag")
+        _poll(lambda: _rows(store) == len(first), 300, proc, "the first records in bronze", log)
+        _poll(lambda: "lag=" in log.read_text(), 60, proc, "a progress line with the lag", log)
         broker.stop()
-        _poll(lambda: "bronze stalled" in log.read_text(), 120, proc, "the stall warning")
+        _poll(lambda: "bronze stalled" in log.read_text(), 120, proc, "the stall warning", log)
         broker.start()
         publish(second, broker.bootstrap_servers, topics, progress=lambda _: None)
-        _poll(lambda: _rows(store) == len(first) + len(second), 300, proc, "the records sent after the outage")
+        _poll(lambda: _rows(store) == len(first) + len(second), 300, proc, "the records sent after the outage", log)
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
     finally:

@@ -48,7 +48,6 @@ REQUIRED = {
 EVENT_TYPES = {"orders": schemas.ORDER_EVENT_TYPES, "clicks": schemas.CLICK_EVENT_TYPES}
 PAYLOADS = {"orders": schemas.ORDER_PAYLOAD, "clicks": schemas.CLICK_PAYLOAD}
 UUID_FIELDS = {"orders": ("event_id", "order_id"), "clicks": ("event_id",)}
-ITEM_STRINGS = ("product_id", "category")
 
 # RFC 3339 date-time with an explicit offset (Z or +hh:mm); 'T' may be a space (RFC 3339 §5.6 note)
 RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"

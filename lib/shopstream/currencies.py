@@ -30,6 +30,4 @@ MINOR_UNITS: dict[str, int] = {
     **{c: 4 for c in _FOUR.split()},
 }
 
-# the largest number of decimals any supported currency has: silver's amount type keeps them
-MAX_MINOR_UNITS = max(MINOR_UNITS.values())
 BASE = "USD"   # amounts are converted to this; it never needs a rate

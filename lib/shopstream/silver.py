@@ -174,12 +174,6 @@ def with_ownership(df: DataFrame, late_days: int, default_late_days: int, max_ag
             .withColumn("out_of_range", too_old | future))
 
 
-def select_event_dates(df: DataFrame, first: date, last: date) -> DataFrame:
-    """Bronze rows whose event (UTC) date is in [first, last], with that date as event_date."""
-    return (df.withColumn("event_date", F.to_date(F.col("event_time")))
-            .where(F.col("event_date").between(F.lit(first), F.lit(last))))
-
-
 def dedupe_events(df: DataFrame) -> DataFrame:
     """One row per event_id: the first-ingested copy (Kafka timestamp, then coordinates) wins.
 

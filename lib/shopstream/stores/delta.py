@@ -44,7 +44,14 @@ class DeltaStore(Store):
         return str(self.warehouse / name)
 
     def exists(self, name: str) -> bool:
-        return DeltaTable.isDeltaTable(self.spark, self.path(name))
+        """Whether the table has a commit, from its _delta_log on storage. (DeltaTable.isDeltaTable
+        answers from the session's cached DeltaLog, which is not refreshed: asked before another
+        process created the table, it says False for the rest of the session.)"""
+        jvm = self.spark._jvm
+        log = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log")
+        fs = log.getFileSystem(self.spark._jsc.hadoopConfiguration())
+        return bool(fs.exists(log)) and any(
+            f.getPath().getName().endswith((".json", ".checkpoint.parquet")) for f in fs.listStatus(log))
 
     def ensure_table(self, spec: TableSpec) -> None:
         builder = (DeltaTable.createIfNotExists(self.spark).location(self.path(spec.name))
