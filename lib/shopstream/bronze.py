@@ -207,21 +207,23 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
         lines = F.arrays_zip(raw_items.alias("r"), F.coalesce(num["items"], F.array()).alias("n"),
                              F.coalesce(e["items"], F.array()).alias("t"))
 
-        def line_checks(z: Column) -> tuple[Column, Column]:
+        def line_checks(z: Column) -> Column:
+            """struct(wrong, invalid) of one item line, evaluated once per line."""
             r, n, t = z["r"], z["n"], z["t"]
             price_wrong, price_invalid = amount_checks(r["unit_price"], n["unit_price"], t["unit_price"])
             qty_wrong = F.coalesce(r["quantity"].isNotNull() & t["quantity"].isNull(), F.lit(False))
             strings_wrong = F.coalesce((n["product_id"].isNotNull() & ~F.isnan(n["product_id"]))
                                        | (n["category"].isNotNull() & ~F.isnan(n["category"])), F.lit(False))
-            return price_wrong | qty_wrong | strings_wrong, price_invalid
+            return F.struct((price_wrong | qty_wrong | strings_wrong).alias("wrong"), price_invalid.alias("invalid"))
 
+        parsed = parsed.withColumn("_lines", F.transform(lines, line_checks))
         wrong.append(("total_amount", total_wrong))
         wrong.append(("items", raw["items"].isNotNull() & e["items"].isNull()))
-        wrong.append(("items[]", F.exists(lines, lambda z: line_checks(z)[0])
+        wrong.append(("items[]", F.exists(F.col("_lines"), lambda c: c["wrong"])
                       | F.greatest(*[F.exists(F.coalesce(p["items"], F.array()), lambda x: F.coalesce(
                           x["product_id"].isNotNull() | x["category"].isNotNull(), F.lit(False))) for p in probes])))
         invalid.append(("total_amount", total_invalid))
-        invalid.append(("items[].unit_price", F.exists(lines, lambda z: line_checks(z)[1])))
+        invalid.append(("items[].unit_price", F.exists(F.col("_lines"), lambda c: c["invalid"])))
     else:
         for f in ("product_id", "category"):
             required.append((f, etype.isin(list(schemas.PRODUCT_CLICK_TYPES)) & raw[f].isNull()))
@@ -255,8 +257,8 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
             .withColumn("reason", reason)
             .withColumn("detail", detail)
             .withColumn("dest", F.when(F.col("reason").isNull(), F.lit(kind)).otherwise(F.lit("quarantine")))
-            .drop("_raw", "_raw_items", "_num", "_needs_number", "_suspicious", *probe_types, "_missing", "_wrong",
-                  "_invalid"))
+            .drop("_raw", "_raw_items", "_lines", "_num", "_needs_number", "_suspicious", *probe_types, "_missing",
+                  "_wrong", "_invalid"))
 
 
 def with_batch_columns(df: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:

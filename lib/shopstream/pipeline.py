@@ -116,7 +116,7 @@ def _split(checked: DataFrame) -> tuple[DataFrame, DataFrame]:
     return events.where(F.size("failed_rules") == 0), rejected
 
 
-def _audit(checked: DataFrame, source: str) -> DataFrame:
+def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
     event, ingest = F.col("role") == "event", F.col("role") == "ingest"
 
     def n(cond: Column) -> Column:
@@ -131,6 +131,7 @@ def _audit(checked: DataFrame, source: str) -> DataFrame:
         n(ingest & F.col("out_of_range")).alias("out_of_range"),
         n(ingest & ~F.col("out_of_range")).alias("outside_window"),
         n(event & ~F.col("in_default_window")).alias("taken_in_late"),
+        F.lit(late_days).alias("late_days"),
     )
 
 
@@ -154,7 +155,8 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
     clicks = _checked(_owned_rows(store, "bronze_clicks", first, last, settings), silver.clean_clicks,
                       lambda df: df, silver.click_rules()).persist()
     try:
-        audit = _audit(orders, "orders").unionByName(_audit(clicks, "clicks")).collect()
+        audit = (_audit(orders, "orders", settings.late_days)
+                 .unionByName(_audit(clicks, "clicks", settings.late_days)).collect())
         valid_orders, rejected_orders = _split(orders)
         valid_clicks, rejected_clicks = _split(clicks)
         store.replace_partitions(SILVER_TABLES["order_events"], silver.order_events_rows(valid_orders), first, last)
@@ -164,7 +166,7 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
     finally:
         orders.unpersist()
         clicks.unpersist()
-    rows = [tuple(r[f.name] for f in silver.SILVER_AUDIT.fields[:-1]) + (settings.late_days,) for r in audit]
+    rows = [tuple(r[f.name] for f in silver.SILVER_AUDIT.fields) for r in audit]
     store.replace_partitions(SILVER_TABLES["audit"], literal_rows(store.spark, rows, silver.SILVER_AUDIT),
                              first, last)
     # sessions of date X are built from silver clicks of X-1, X and X+1: having changed the
