@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# Submit a shopstream job:  ./spark-submit.sh [--master URL] [--env ENV] [--conf K=V]... JOB [JOB ARGS]
+# Submit a shopstream job:  ./spark-submit.sh [--master URL] [--env ENV] [--spark 4.1|3.5] [--conf K=V]... JOB [JOB ARGS]
 #   JOB is a file in jobs/ without .py (e.g. silver) or a path to a .py file.
 #   --master  default local[*]; e.g. spark://host:7077 or yarn for a cluster
 #   --env     conf/<env>.toml (default: $SHOPSTREAM_ENV or local); chooses store, packages, settings
+#   --spark   the Spark line (default: $SHOPSTREAM_SPARK_PROFILE, else 4.1): its virtualenv and
+#             its jars from conf/packages.toml (profiles spark41 / spark35)
 # Packages (--packages) and Spark settings come from conf/ via shopstream.packages; the
 # project's Python package is zipped and shipped to executors with --py-files.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-py="${SHOPSTREAM_PYTHON:-$here/.venv/bin/python}"
-[ -x "$py" ] || { echo "error: $py not found; run scripts/setup.sh first (or set SHOPSTREAM_PYTHON)" >&2; exit 2; }
-
 master="local[*]"
 env="${SHOPSTREAM_ENV:-local}"
+profile="${SHOPSTREAM_SPARK_PROFILE:-spark41}"
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --master) master="$2"; shift 2 ;;
     --env) env="$2"; shift 2 ;;
+    --spark) profile="spark${2//./}"; shift 2 ;;
     --conf) extra+=(--conf "$2"); shift 2 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
-[ $# -ge 1 ] || { echo "usage: $0 [--master URL] [--env ENV] JOB [ARGS]" >&2; exit 2; }
+case "$profile" in
+  spark41) venv=.venv ;;
+  spark35) venv=.venv-spark35 ;;
+  *) echo "error: unknown Spark line ${profile#spark} (4.1 or 3.5; conf/packages.toml)" >&2; exit 2 ;;
+esac
+export SHOPSTREAM_SPARK_PROFILE="$profile"
+py="${SHOPSTREAM_PYTHON:-$here/$venv/bin/python}"
+[ -x "$py" ] || { echo "error: $py not found; run scripts/setup.sh first (or set SHOPSTREAM_PYTHON)" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 [--master URL] [--env ENV] [--spark 4.1|3.5] JOB [ARGS]" >&2; exit 2; }
 job="$1"; shift
 case "$job" in
   *.py) script="$job" ;;

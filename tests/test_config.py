@@ -29,13 +29,54 @@ def test_relative_paths_resolve_against_project_root():
 
 
 def test_spark_packages_match_installed_pyspark_and_delta():
-    """conf/packages.toml and pyproject's pins must agree, or the JVM and Python halves differ."""
+    """The active profile's jars and the installed pyspark/delta-spark must agree, or the JVM and
+    Python halves differ."""
     from importlib.metadata import version
 
+    name = packages.profile()
     coords = packages.spark_packages("delta")
-    spark_v, delta_v = version("pyspark"), version("delta-spark")
-    spark_mm = ".".join(spark_v.split(".")[:2])
-    assert f"org.apache.spark:spark-sql-kafka-0-10_2.13:{spark_v}" in coords
-    assert f"io.delta:delta-spark_{spark_mm}_2.13:{delta_v}" in coords
+    assert f"pyspark=={version('pyspark')}" in packages.python_pins(name)
+    assert f"delta-spark=={version('delta-spark')}" in packages.python_pins(name)
     assert not any("snowflake" in c for c in coords)
     assert any("spark-snowflake" in c for c in packages.spark_packages("snowflake"))
+
+
+def _pin(pins, name):
+    return next(p.split("==")[1] for p in pins if p.startswith(name + "=="))
+
+
+@pytest.mark.parametrize("name", ["spark41", "spark35"])
+def test_each_profile_agrees_with_itself(name):
+    """Per line: the Kafka connector is the pyspark version, Delta's jar the delta-spark version,
+    every Spark artifact built for the same Scala version, the connector for that Scala too."""
+    pins = packages.python_pins(name)
+    spark_v, delta_v = _pin(pins, "pyspark"), _pin(pins, "delta-spark")
+    spark_mm = ".".join(spark_v.split(".")[:2])
+    scala = "2.13" if spark_v.startswith("4.") else "2.12"
+    coords = packages.spark_packages("snowflake", name)
+    assert f"org.apache.spark:spark-sql-kafka-0-10_{scala}:{spark_v}" in coords
+    delta_artifact = f"delta-spark_{spark_mm}_{scala}" if spark_v.startswith("4.") else f"delta-spark_{scala}"
+    assert f"io.delta:{delta_artifact}:{delta_v}" in coords
+    sf = [c for c in coords if ":spark-snowflake_" in c]
+    assert len(sf) == 1 and sf[0].split(":")[1].endswith("_" + scala)
+    if "-spark_" in sf[0]:   # connector builds for one Spark line name it in their version
+        assert sf[0].endswith("-spark_" + spark_mm)
+
+
+def test_pyproject_pins_are_the_default_profile():
+    import tomllib
+
+    deps = tomllib.load((cfg.PROJECT_ROOT / "pyproject.toml").open("rb"))["project"]["dependencies"]
+    assert set(packages.python_pins("spark41")) <= set(deps)
+
+
+def test_profile_setting_must_match_the_installed_pyspark():
+    from importlib.metadata import version
+
+    installed = packages.profile_for_pyspark(version("pyspark"))
+    assert packages.profile({}) == installed
+    other = next(n for n in packages.profiles() if n != installed)
+    with pytest.raises(RuntimeError, match="virtualenv"):
+        packages.profile({packages.PROFILE_ENV: other})
+    with pytest.raises(RuntimeError, match="not a profile"):
+        packages.profile({packages.PROFILE_ENV: "spark30"})

@@ -34,7 +34,7 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F, types as T
 
-from shopstream import ids, schemas
+from shopstream import compat, ids, schemas
 
 DESTS = ("orders", "clicks", "quarantine")
 _CORRUPT = "_corrupt_record"
@@ -138,7 +138,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
     payload = PAYLOADS[kind]
     strings = _string_fields(payload)
     text = F.col("value").cast("string")
-    readable = F.col("value").isNotNull() & (F.length("value") <= max_bytes) & F.is_valid_utf8(F.col("value"))
+    readable = F.col("value").isNotNull() & (F.length("value") <= max_bytes) & compat.is_valid_utf8(F.col("value"))
     raw_items_type = T.ArrayType(T.StructType([T.StructField(f.name, T.StringType())
                                                for f in schemas.RAW_ITEM.fields]))
     parsed = (df
@@ -235,7 +235,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
     not_json = raw.isNull() | raw[_CORRUPT].isNotNull()
     reason = (F.when(F.col("value").isNull(), "null_value")
               .when(F.length("value") > max_bytes, "oversized")
-              .when(~F.is_valid_utf8(F.col("value")), "not_utf8")
+              .when(~compat.is_valid_utf8(F.col("value")), "not_utf8")
               .when(not_json, "not_json")
               .when(version.isNotNull() & (version != schemas.SCHEMA_VERSION), "unsupported_schema_version")
               .when(etype.isNull(), "missing_required_field")
@@ -245,7 +245,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int) -> DataFrame:
               .when(invalid_detail.isNotNull(), "invalid_format"))
     detail = (F.when(F.col("value").isNull(), F.lit(None))
               .when(F.length("value") > max_bytes, F.concat(F.lit("bytes="), F.length("value").cast("string")))
-              .when(~F.is_valid_utf8(F.col("value")) | not_json, F.lit(None))
+              .when(~compat.is_valid_utf8(F.col("value")) | not_json, F.lit(None))
               .when(version.isNotNull() & (version != schemas.SCHEMA_VERSION),
                     F.concat(F.lit("schema_version="), version.cast("string")))
               .when(etype.isNull(), F.lit("event_type"))

@@ -7,8 +7,14 @@ the only resolver and the Ivy cache inside the project's cache folder.
 Kafka broker jars: resolved by Maven (`mvn dependency:copy-dependencies` on a generated pom)
 into <cache>/kafka/jars, then run with `java -cp`.
 
-CLI (used by spark-submit.sh and .ci/run):
+Spark lines: conf/packages.toml has one profile per supported Spark line (spark41, spark35);
+`profile()` is SHOPSTREAM_SPARK_PROFILE or, unset, the one whose pyspark pin is installed.
+
+CLI (used by spark-submit.sh, scripts/setup.sh and .ci/run):
     python -m shopstream.packages spark-packages [--store delta|snowflake]
+    python -m shopstream.packages profile            # the active profile's name
+    python -m shopstream.packages python-pins PROFILE  # its pip requirements, one per line
+    python -m shopstream.packages venv PROFILE       # its virtualenv folder
     python -m shopstream.packages ivy-dir
     python -m shopstream.packages submit-args        # spark-submit arguments, one per line
     python -m shopstream.packages resolve-spark      # warm the Ivy cache once
@@ -33,26 +39,69 @@ PACKAGES_FILE = cfg.CONF_DIR / "packages.toml"
 IVY_SETTINGS = cfg.CONF_DIR / "ivysettings.xml"
 
 
+PROFILE_ENV = "SHOPSTREAM_SPARK_PROFILE"
+
+
 def _packages() -> dict:
     with PACKAGES_FILE.open("rb") as fh:
         return tomllib.load(fh)
 
 
-def spark_packages(store_type: str = "delta") -> list[str]:
-    """Coordinates Spark needs for a job on the given store."""
-    data = _packages()
-    coords = list(data["spark"]["packages"])
+def profiles() -> dict[str, dict]:
+    return dict(_packages()["profiles"])
+
+
+def profile_for_pyspark(version: str) -> str:
+    """The profile whose pyspark pin is `version`."""
+    for name, spec in profiles().items():
+        if f"pyspark=={version}" in spec["python"]:
+            return name
+    raise RuntimeError(f"pyspark {version} matches no profile in {PACKAGES_FILE} "
+                       f"({', '.join(profiles())}); install a pinned version (scripts/setup.sh)")
+
+
+def profile(environ: dict[str, str] | None = None) -> str:
+    """The active Spark line: SHOPSTREAM_SPARK_PROFILE, or the one matching the installed pyspark.
+
+    A profile that names another pyspark than the installed one is refused: the JVM jars and the
+    Python half would differ."""
+    import os
+    from importlib.metadata import version
+
+    environ = os.environ if environ is None else environ
+    installed = profile_for_pyspark(version("pyspark"))
+    wanted = environ.get(PROFILE_ENV) or installed
+    if wanted not in profiles():
+        raise RuntimeError(f"{PROFILE_ENV}={wanted!r} is not a profile in {PACKAGES_FILE} ({', '.join(profiles())})")
+    if wanted != installed:
+        raise RuntimeError(f"{PROFILE_ENV}={wanted} but this Python has pyspark {version('pyspark')} "
+                           f"({installed}); use the {profiles()[wanted]['venv']} virtualenv")
+    return wanted
+
+
+def _profile_spec(name: str | None = None) -> dict:
+    return profiles()[name or profile()]
+
+
+def spark_packages(store_type: str = "delta", profile_name: str | None = None) -> list[str]:
+    """Coordinates Spark needs for a job on the given store (the active line unless named)."""
+    spec = _profile_spec(profile_name)
+    coords = list(spec["packages"])
     if store_type == "snowflake":
-        coords += data["snowflake"]["packages"]
+        coords += spec["snowflake"]
     return coords
 
 
-def spark_excludes() -> list[str]:
-    return list(_packages()["spark"].get("excludes", []))
+def spark_excludes(profile_name: str | None = None) -> list[str]:
+    return list(_profile_spec(profile_name).get("excludes", []))
 
 
-def spark_jar_coords() -> list[str]:
-    return list(_packages()["spark"].get("jars", []))
+def spark_jar_coords(profile_name: str | None = None) -> list[str]:
+    return list(_profile_spec(profile_name).get("jars", []))
+
+
+def python_pins(profile_name: str) -> list[str]:
+    return list(profiles()[profile_name]["python"])
 
 
 def kafka_broker_spec() -> dict:
@@ -65,7 +114,7 @@ def cache_dir(conf: cfg.Config | None = None) -> Path:
 
 
 def ivy_dir(conf: cfg.Config | None = None) -> Path:
-    return cache_dir(conf) / "ivy"
+    return cache_dir(conf) / "ivy"     # shared by the lines: Ivy keeps versions apart
 
 
 def kafka_jars_dir(conf: cfg.Config | None = None) -> Path:
@@ -73,7 +122,7 @@ def kafka_jars_dir(conf: cfg.Config | None = None) -> Path:
 
 
 def spark_jars_dir(conf: cfg.Config | None = None) -> Path:
-    return cache_dir(conf) / "jars"
+    return cache_dir(conf) / "jars" / profile()
 
 
 def spark_jars(conf: cfg.Config | None = None) -> list[str]:
@@ -102,7 +151,10 @@ def submit_args(conf: cfg.Config) -> list[str]:
     jars = spark_jars(conf)
     if jars:
         args += ["--jars", ",".join(jars)]
+    from shopstream.spark import REDACTION_CONF
+
     settings = {str(k): str(v) for k, v in conf.get("spark.conf", {}).items()}
+    settings.update(REDACTION_CONF)
     settings.update(spark_ivy_conf(conf))
     for key, value in settings.items():
         if "\n" in key or "\n" in value:
@@ -137,7 +189,7 @@ def executor_classpath(conf: cfg.Config | None = None) -> str:
 
 def resolved_jars_file(conf: cfg.Config | None = None) -> Path:
     """The exact jars of the last resolution (the Ivy jars folder also keeps stale versions)."""
-    return ivy_dir(conf) / "resolved-jars.txt"
+    return ivy_dir(conf) / f"resolved-jars-{profile()}.txt"
 
 
 def _pom(artifacts: list[str]) -> str:
@@ -213,10 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("submit-args").add_argument("--env", default=None)
     sub.add_parser("executor-classpath").add_argument("--env", default=None)
     sub.add_parser("resolve-kafka").add_argument("--env", default=None)
+    sub.add_parser("profile")
+    sub.add_parser("python-pins").add_argument("name")
+    sub.add_parser("venv").add_argument("name")
     r = sub.add_parser("resolve-spark")
     r.add_argument("--env", default=None)
     r.add_argument("--store", default="delta")
     args = parser.parse_args(argv)
+    if args.cmd in ("profile", "python-pins", "venv"):
+        if args.cmd == "profile":
+            print(profile())
+        elif args.cmd == "python-pins":
+            print("\n".join(python_pins(args.name)))
+        else:
+            print(profiles()[args.name]["venv"])
+        return 0
     conf = cfg.load(args.env)
     if args.cmd == "spark-packages":
         print(",".join(spark_packages(args.store or conf.store_type)))

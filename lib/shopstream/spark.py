@@ -22,6 +22,13 @@ DELTA_CONF = {
 }
 
 
+# Spark redacts the values of settings and data source options whose key matches these in the
+# UI, event logs and plan strings. Its default regex misses the connector's pem_private_key (and
+# passphrases); sfPassword and sfToken match "password" and "token".
+SECRET_KEY_REGEX = "(?i)secret|password|token|access[.]?key|private[._]?key|passphrase"
+REDACTION_CONF = {"spark.redaction.regex": SECRET_KEY_REGEX}
+
+
 def _under_spark_submit() -> bool:
     # spark-submit launches the Python driver with the JVM already up and says so here
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -32,6 +39,7 @@ def session_conf(conf: cfg.Config, store_type: str | None = None,
     """All settings the factory applies (exposed for tests and spark-submit.sh)."""
     settings: dict[str, str] = {str(k): str(v) for k, v in conf.get("spark.conf", {}).items()}
     settings.update(DELTA_CONF)
+    settings.update(REDACTION_CONF)
     settings["spark.sql.session.timeZone"] = "UTC"
     settings.update(packages.spark_ivy_conf(conf))
     settings["spark.jars.packages"] = ",".join(packages.spark_packages(store_type or conf.store_type))

@@ -24,6 +24,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from shopstream import compat
 from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn
 
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
@@ -81,9 +82,9 @@ class DeltaStore(Store):
                      f"AND t.{key} BETWEEN {_sql_literal(bounds.min_id)} AND {_sql_literal(bounds.max_id)}")
         target = DeltaTable.forPath(self.spark, self.path(spec.name))
         with self._txn(txn):
-            result = (target.alias("t").merge(source.alias("s"), condition)
-                      .whenNotMatchedInsertAll().execute())
-            rows = result.collect()  # one metrics row, or none when Delta skipped the txn
+            # one metrics row, or none when Delta skipped the txn
+            rows = compat.merge_metrics(target.alias("t").merge(source.alias("s"), condition)
+                                        .whenNotMatchedInsertAll(), self.spark)
         return int(rows[0]["num_inserted_rows"]) if rows else None
 
     def committed_inserts(self, spec: TableSpec, txn: Txn, search_commits: int = 50) -> int | None:

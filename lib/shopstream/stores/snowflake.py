@@ -9,8 +9,12 @@ Writes go to a per-stream staging table, then one SQL statement does the work on
 
 Session scoping: `Utils.runQuery` opens a connection per call, so it cannot see a TEMPORARY
 table that the connector's writer created on its own connection. Staging tables are therefore
-TRANSIENT (no fail-safe storage cost, visible to every session) and named per stream/job, so
-concurrent streams do not share one. (The alternative, the writer's `postactions`, runs on the
+TRANSIENT (no fail-safe storage cost, visible to every session), created empty for each write
+with a name of the job's and a random token, appended to by the connector (an overwrite would
+recreate the table and lose its kind) and dropped after the statement: concurrent jobs never
+share one. Array/struct columns are staged as JSON text and PARSE_JSON'ed into VARIANT by the
+statement (the connector's own JSON path truncates timestamps to milliseconds); reads parse
+VARIANT text back to the Spark types (`as_spark_types`). (The alternative, the writer's `postactions`, runs on the
 writer's connection but returns no result set, and the MERGE's inserted-row count is wanted
 for the batch metrics.)
 
@@ -24,7 +28,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -119,12 +126,17 @@ def connector_options(conf: cfg.Config, environ: dict[str, str] | None = None) -
             raise SnowflakeConfigError(f"missing snowflake.{key} in {conf.source}")
     q.Location(sf["database"], sf["schema"])   # refuse unsafe names at start
     opts = ConnectorOptions({
-        "sfURL": f"{sf['account']}.snowflakecomputing.com", "sfUser": sf["user"],
+        # snowflake.url: a private-link host, or a local emulator's host:port (with ssl = false)
+        "sfURL": sf.get("url") or f"{sf['account']}.snowflakecomputing.com", "sfUser": sf["user"],
         "sfDatabase": sf["database"], "sfSchema": sf["schema"], "sfWarehouse": sf["warehouse"],
         "sfTimezone": "UTC", "column_mapping": "name",
     })
     if sf.get("role"):
         opts["sfRole"] = sf["role"]
+    if sf.get("url"):
+        opts["sfAccount"] = sf["account"]
+    if sf.get("ssl", True) is False:
+        opts["sfSSL"] = "off"
     auth = sf["auth"]
     if auth == "password":
         pw = _secret("SNOWFLAKE_PASSWORD", environ, file_values)
@@ -175,17 +187,43 @@ def connector_runner(spark: SparkSession, options: ConnectorOptions) -> SqlRunne
 
 
 def connector_stager(options: ConnectorOptions) -> Callable[[DataFrame, str], None]:
-    """Overwrite a staging table with a DataFrame through the connector."""
+    """Append a DataFrame to a (new, empty) staging table through the connector.
+
+    Append, never overwrite: the connector's overwrite recreates the table (truncate_table=off)
+    and so loses the TRANSIENT kind the store created it with."""
     def stage(df: DataFrame, table: str) -> None:
-        (df.write.format(SOURCE).options(**options.for_spark()).option("dbtable", table)
-         .option("truncate_table", "off").mode("overwrite").save())
+        df.write.format(SOURCE).options(**options.for_spark()).option("dbtable", table).mode("append").save()
     return stage
+
+
+def _spec_registry() -> dict[str, TableSpec]:
+    """Every table the pipeline writes, by name (the read path needs each one's Spark types)."""
+    from shopstream.ingest import BATCHES, TABLES
+    from shopstream.pipeline import FX_TABLE, GOLD_TABLES, SILVER_TABLES
+
+    specs = [*TABLES.values(), BATCHES, FX_TABLE, *SILVER_TABLES.values(), *GOLD_TABLES.values()]
+    return {s.name: s for s in specs}
+
+
+def as_spark_types(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """A table read through the connector in the spec's exact shape: lower-case names as the
+    pipeline writes them, NUMBER columns as their Spark integer/decimal types, and VARIANT
+    columns (which the connector returns as JSON text) parsed back to arrays/structs."""
+    from pyspark.sql import functions as F
+
+    by_upper = {c.upper(): c for c in df.columns}
+    cols = []
+    for f in spec.schema.fields:
+        src = F.col(f"`{by_upper[f.name.upper()]}`")
+        value = F.from_json(src, f.dataType) if q.is_semi_structured(f.dataType) else src.cast(f.dataType)
+        cols.append(value.alias(f.name))
+    return df.select(*cols)
 
 
 class SnowflakeStore(Store):
     def __init__(self, spark: SparkSession, conf: cfg.Config | None = None, *, location: q.Location | None = None,
                  options: ConnectorOptions | None = None, runner: SqlRunner | None = None,
-                 stager: Callable[[DataFrame, str], None] | None = None, stream: str | None = None) -> None:
+                 stager: Callable[[DataFrame, str], None] | None = None, job: str | None = None) -> None:
         super().__init__(spark)
         if location is None:
             sf = conf.get("snowflake")
@@ -194,13 +232,26 @@ class SnowflakeStore(Store):
         self.options = options if options is not None else (connector_options(conf) if conf else ConnectorOptions())
         self.run = runner or connector_runner(spark, self.options)
         self.stage = stager or connector_stager(self.options)
-        self.stream = stream or (conf.get("bronze.query_name", "shopstream") if conf else "shopstream")
+        # the job's name in staging table names: the Spark application's (shopstream-silver, ...)
+        self.job = job or re.sub(r"[^A-Za-z0-9_]", "_", spark.conf.get("spark.app.name", "shopstream"))[:40]
         self._ledger_ready = False
 
-    def _staging(self, spec: TableSpec) -> str:
-        name = q.staging_name(spec, self.stream)
-        self.run(q.create_table(self.loc, TableSpec(name, spec.schema), transient=True))
-        return name
+    @contextmanager
+    def _staged(self, spec: TableSpec, df: DataFrame):
+        """A new TRANSIENT staging table holding `df` (semi-structured columns as JSON text),
+        dropped after the statement that reads it; the name is unique to this job and write."""
+        from pyspark.sql import functions as F
+
+        name = q.staging_name(spec, self.job, uuid.uuid4().hex[:16])
+        shape = q.staging_schema(spec.schema)
+        self.run(q.create_table(self.loc, TableSpec(name, shape), transient=True))
+        try:
+            rows = df.select(*[F.to_json(f.name).alias(f.name) if q.is_semi_structured(f.dataType) else F.col(f.name)
+                               for f in spec.schema.fields])
+            self.stage(rows, self.loc.table(name))
+            yield name
+        finally:
+            self.run(q.drop_table(self.loc, name))
 
     def _ledger(self) -> None:
         if not self._ledger_ready:
@@ -219,9 +270,8 @@ class SnowflakeStore(Store):
         self._ledger()
         if self.run(q.ledger_seen(self.loc, txn, spec.name))[0][0]:
             return None
-        staging = self._staging(spec)
-        self.stage(source.select(*spec.schema.fieldNames()), self.loc.table(staging))
-        inserted = int(self.run(q.merge_insert_new(self.loc, spec, staging, bounds))[0][0])
+        with self._staged(spec, source) as staging:
+            inserted = int(self.run(q.merge_insert_new(self.loc, spec, staging, bounds))[0][0])
         # a crash between the MERGE and this record: the rerun's MERGE inserts 0 and records 0,
         # so that batch's first-time count reads 0 (the data stays exact; Delta has no such gap)
         self.run(q.ledger_record(self.loc, txn, spec.name, inserted))
@@ -236,23 +286,21 @@ class SnowflakeStore(Store):
             self._ledger()
             if self.run(q.ledger_seen(self.loc, txn, spec.name))[0][0]:
                 return
-        staging = self._staging(spec)
-        self.stage(df.select(*spec.schema.fieldNames()), self.loc.table(staging))
-        cols = ", ".join(q.ident(f.name) for f in spec.schema.fields)
-        self.run(f"INSERT INTO {self.loc.table(spec.name)} ({cols}) SELECT {cols} FROM {self.loc.table(staging)}")
+        with self._staged(spec, df) as staging:
+            self.run(q.insert_from(self.loc, spec, staging))
         if txn is not None:
             self.run(q.ledger_record(self.loc, txn, spec.name))
 
     def read(self, name: str) -> DataFrame:
-        return (self.spark.read.format(SOURCE).options(**self.options.for_spark())
-                .option("dbtable", self.loc.table(name)).load())
+        df = (self.spark.read.format(SOURCE).options(**self.options.for_spark())
+              .option("dbtable", self.loc.table(name)).load())
+        spec = _spec_registry().get(name)
+        return as_spark_types(df, spec) if spec is not None else df
 
     def replace_partitions(self, spec: TableSpec, df, first, last) -> None:
-        staging = self._staging(spec)
-        self.stage(df.select(*spec.schema.fieldNames()), self.loc.table(staging))
-        self.run(q.transaction_block(q.replace_partitions_statements(self.loc, spec, staging, first, last)))
+        with self._staged(spec, df) as staging:
+            self.run(q.transaction_block(q.replace_partitions_statements(self.loc, spec, staging, first, last)))
 
     def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
-        staging = self._staging(spec)
-        self.stage(source.select(*spec.schema.fieldNames()), self.loc.table(staging))
-        self.run(q.upsert(self.loc, spec, staging, update_set))
+        with self._staged(spec, source) as staging:
+            self.run(q.upsert(self.loc, spec, staging, update_set))

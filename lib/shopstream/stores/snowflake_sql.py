@@ -92,9 +92,39 @@ def create_ledger(loc: Location) -> str:
             f"\"COMMITTED_AT\" TIMESTAMP_NTZ NOT NULL, \"ROWS_INSERTED\" NUMBER(19,0))")
 
 
-def staging_name(spec: TableSpec, stream: str) -> str:
-    ident(stream, "stream name")
-    return f"{spec.name}_STAGE_{stream}".upper()
+def is_semi_structured(dt: T.DataType) -> bool:
+    return isinstance(dt, (T.ArrayType, T.StructType, T.MapType))
+
+
+def staging_schema(schema: T.StructType) -> T.StructType:
+    """The staging table's shape: semi-structured columns travel as JSON text (VARCHAR).
+
+    The connector would write a DataFrame with array/struct columns through its JSON path, whose
+    text comes from Spark's JSON writer (timestamps to milliseconds); as VARCHAR every column
+    goes through its CSV path (timestamps to nanoseconds), and the statements below turn the text
+    back into VARIANT with PARSE_JSON."""
+    return T.StructType([T.StructField(f.name, T.StringType(), True) if is_semi_structured(f.dataType)
+                         else f for f in schema.fields])
+
+
+def staging_name(spec: TableSpec, job: str, run: str) -> str:
+    """A staging table per target, job and write: concurrent jobs (a backfill beside the daily
+    run, two streams) never share one."""
+    ident(job, "job name")
+    if not re.fullmatch(r"[A-Za-z0-9]{1,32}", run):
+        raise UnsafeIdentifier(f"run token {run!r} is not alphanumeric")
+    return ident(f"{spec.name}_STG_{job}_{run}", "staging table")[1:-1]
+
+
+def drop_table(loc: Location, name: str) -> str:
+    return f"DROP TABLE IF EXISTS {loc.table(name)}"
+
+
+def source(loc: Location, spec: TableSpec, staging: str) -> str:
+    """The staging table as the target's column types (PARSE_JSON for VARIANT columns)."""
+    cols = ", ".join(f"PARSE_JSON({ident(f.name)}) AS {ident(f.name)}" if is_semi_structured(f.dataType)
+                     else ident(f.name) for f in spec.schema.fields)
+    return f"(SELECT {cols} FROM {loc.table(staging)})"
 
 
 def ledger_seen(loc: Location, txn: Txn, table: str) -> str:
@@ -128,7 +158,7 @@ def merge_insert_new(loc: Location, spec: TableSpec, staging: str, bounds: Merge
     key, part = ident(spec.key), ident(spec.partition_by)
     cols = [ident(f.name) for f in spec.schema.fields]
     dates = ", ".join(_date(d) for d in bounds.dates)
-    return (f"MERGE INTO {loc.table(spec.name)} t USING {loc.table(staging)} s "
+    return (f"MERGE INTO {loc.table(spec.name)} t USING {source(loc, spec, staging)} s "
             f"ON t.{key} = s.{key} AND t.{part} IN ({dates}) "
             f"AND t.{key} BETWEEN {_uuid(bounds.min_id)} AND {_uuid(bounds.max_id)} "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('s.' + c for c in cols)})")
@@ -136,11 +166,15 @@ def merge_insert_new(loc: Location, spec: TableSpec, staging: str, bounds: Merge
 
 def replace_partitions_statements(loc: Location, spec: TableSpec, staging: str, first: date, last: date) -> list[str]:
     part = ident(spec.partition_by)
-    cols = ", ".join(ident(f.name) for f in spec.schema.fields)
     return [
         f"DELETE FROM {loc.table(spec.name)} WHERE {part} BETWEEN {_date(first)} AND {_date(last)}",
-        f"INSERT INTO {loc.table(spec.name)} ({cols}) SELECT {cols} FROM {loc.table(staging)}",
+        insert_from(loc, spec, staging),
     ]
+
+
+def insert_from(loc: Location, spec: TableSpec, staging: str) -> str:
+    cols = ", ".join(ident(f.name) for f in spec.schema.fields)
+    return f"INSERT INTO {loc.table(spec.name)} ({cols}) SELECT {cols} FROM {source(loc, spec, staging)}"
 
 
 def transaction_block(statements: list[str]) -> str:
@@ -168,6 +202,6 @@ def upsert(loc: Location, spec: TableSpec, staging: str, update_set: dict[str, s
     on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in spec.key_columns)
     cols = [ident(f.name) for f in spec.schema.fields]
     sets = ", ".join(f"{ident(c)} = {_sf_expr(e)}" for c, e in update_set.items())
-    return (f"MERGE INTO {loc.table(spec.name)} t USING {loc.table(staging)} s ON {on} "
+    return (f"MERGE INTO {loc.table(spec.name)} t USING {source(loc, spec, staging)} s ON {on} "
             f"WHEN MATCHED THEN UPDATE SET {sets} "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('s.' + c for c in cols)})")
