@@ -104,7 +104,7 @@ def make_store(store_type: str, spark: SparkSession, conf) -> Store:
     if store_type == "delta":
         from shopstream.stores.delta import DeltaStore
 
-        return DeltaStore(spark, conf.path("paths.warehouse"))
+        return DeltaStore(spark, conf.location("paths.warehouse"))
     if store_type == "snowflake":
         from shopstream.stores.snowflake import SnowflakeStore
 

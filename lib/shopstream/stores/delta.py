@@ -24,7 +24,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shopstream import compat
+from shopstream import compat, locations
 from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn
 
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
@@ -37,12 +37,13 @@ def _sql_literal(value: str) -> str:
 
 
 class DeltaStore(Store):
-    def __init__(self, spark: SparkSession, warehouse: Path) -> None:
+    def __init__(self, spark: SparkSession, warehouse: str | Path) -> None:
         super().__init__(spark)
-        self.warehouse = Path(warehouse)
+        # a URI (s3a://bucket/wh, hdfs://..., file:/...) or a local path; never a pathlib join
+        self.warehouse = str(warehouse) if locations.scheme(str(warehouse)) else str(Path(warehouse).absolute())
 
     def path(self, name: str) -> str:
-        return str(self.warehouse / name)
+        return locations.join(self.warehouse, name)
 
     def exists(self, name: str) -> bool:
         """Whether the table has a commit, from its _delta_log on storage. (DeltaTable.isDeltaTable
