@@ -61,7 +61,7 @@ def test_service_mode_waits_for_the_running_stream_instead_of_starting_one(tmp_p
     info = _probe(tmp_path_factory, SHOPSTREAM_BRONZE_MODE="service", SHOPSTREAM_BRONZE_WAIT_SECONDS="900")
     assert info["import_errors"] == {}
     tasks = info["tasks"]
-    assert set(tasks) == {"bronze_wait", "fx_rates", "silver", "gold"}
+    assert set(tasks) == {"bronze_wait", "fx_rates", "silver", "gold", "maintain"}
     assert tasks["silver"]["upstream"] == ["bronze_wait", "fx_rates"]
     cmd = tasks["bronze_wait"]["command"]
     assert cmd == ("/opt/shopstream/spark-submit.sh --master 'local[*]' --env prod bronze_wait "
@@ -81,10 +81,11 @@ def test_dag_imports_into_the_dagbag_without_errors(dag_info):
 
 def test_tasks_dependencies_retries(dag_info):
     tasks = dag_info["tasks"]
-    assert set(tasks) == {"bronze_catch_up", "fx_rates", "silver", "gold"}
+    assert set(tasks) == {"bronze_catch_up", "fx_rates", "silver", "gold", "maintain"}
     assert tasks["bronze_catch_up"]["upstream"] == [] == tasks["fx_rates"]["upstream"]
     assert tasks["silver"]["upstream"] == ["bronze_catch_up", "fx_rates"]
     assert tasks["gold"]["upstream"] == ["silver"]
+    assert tasks["maintain"]["upstream"] == ["gold"] and tasks["maintain"]["command"].endswith(" maintain")
     assert all(t["retries"] >= 1 for t in tasks.values())
 
 

@@ -85,4 +85,6 @@ with DAG(
     silver = BashOperator(task_id="silver", bash_command=f"{SUBMIT} silver {RANGE}")
     gold = BashOperator(task_id="gold", bash_command=f"{SUBMIT} gold {RANGE}",
                         doc_md="Gold for the range, plus every creation date whose orders silver changed.")
-    [bronze, fx_rates] >> silver >> gold
+    maintain = BashOperator(task_id="maintain", bash_command=f"{SUBMIT} maintain",
+                            doc_md="Compact and vacuum every table (retention from conf; Snowflake: nothing).")
+    [bronze, fx_rates] >> silver >> gold >> maintain
