@@ -22,7 +22,7 @@ from shopstream.generator import FxTable, Params, generate
 from shopstream.producer import publish
 from shopstream.stores.delta import DeltaStore
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.extended]
 AIRFLOW = cfg.PROJECT_ROOT / ".venv-airflow" / "bin" / "airflow"
 DAY = "2026-11-01"
 

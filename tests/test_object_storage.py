@@ -4,10 +4,7 @@ spark-submit.sh. The gold tables are then copied out of the bucket with boto3 an
 Delta tables, and must equal the generator's ground truth."""
 
 import os
-import socket
 import subprocess
-import sys
-import time
 from datetime import date
 from decimal import Decimal
 
@@ -19,45 +16,11 @@ from shopstream.generator import FxTable, Params, generate
 from shopstream.producer import publish
 from shopstream.stores.delta import DeltaStore
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-BUCKET = "shopstream-lake"
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.extended]
+BUCKET = "shopstream-lake"          # conftest.S3_BUCKET
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    boto3 = pytest.importorskip("boto3")
-    pytest.importorskip("moto")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    yield endpoint, client
-    proc.terminate()
-    proc.wait(10)
-
-
-def _download(client, prefix, target):
+def download(client, prefix, target):
     """Every object under prefix/ into target/, keeping the relative paths."""
     n = 0
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
@@ -99,7 +62,7 @@ def test_bronze_silver_gold_with_tables_and_checkpoints_on_s3(s3, kafka, fresh_t
     # independent of S3A: the objects, copied out with boto3, read as local Delta tables
     local = DeltaStore(spark, tmp_path / "copy")
     for table in ("gold_daily_sales", "gold_daily_funnel"):
-        assert _download(client, f"wh/{table}", tmp_path / "copy" / table) > 0
+        assert download(client, f"wh/{table}", tmp_path / "copy" / table) > 0
     sales = {r.sales_date.isoformat(): r for r in local.read("gold_daily_sales").groupBy("sales_date").agg(
         F.sum("orders").alias("orders"), F.sum("gmv_usd").alias("gmv")).collect()}
     sessions = {r.session_date.isoformat(): r.s for r in local.read("gold_daily_funnel").groupBy("session_date")

@@ -70,7 +70,9 @@ with DAG(
     else:
         bronze = BashOperator(
             task_id="bronze_wait",
-            bash_command=f"{SUBMIT} bronze_wait --until '{{{{ data_interval_end.isoformat() }}}}' "
+            # the end of day ds (the day this run processes): the interval's end for a scheduled
+            # run; `airflow dags test` / manual runs infer an interval that ends at ds instead
+            bash_command=f"{SUBMIT} bronze_wait --until '{{{{ macros.ds_add(ds, 1) }}}}T00:00:00+00:00' "
                          f"--timeout-seconds {BRONZE_WAIT_SECONDS}",
             retries=0,   # its own timeout is the wait; a retry would only double it
             doc_md="Wait until the bronze service has consumed every record written before the "
