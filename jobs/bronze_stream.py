@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from shopstream import config as cfg
+from shopstream import locations
 from shopstream import logs, status
 from shopstream.spark import build_session
 from shopstream.stores.base import make_store
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     opts = StreamOptions(
         bootstrap_servers=bootstrap,
         topics=dict(conf.get("kafka.topics")),
-        checkpoint=Path(args.checkpoint) if args.checkpoint else conf.path("paths.checkpoints") / query_name,
+        checkpoint=args.checkpoint or locations.join(conf.location("paths.checkpoints"), query_name),
         query_name=query_name, trigger=args.trigger, starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger or int(conf.get("bronze.max_offsets_per_trigger")),
         max_record_bytes=int(conf.get("bronze.max_record_bytes")),

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
 
 from pyspark.sql import functions as F
 
+from shopstream import locations
 from shopstream.cli import date_args, date_range, job_context
 from shopstream.report import build_html
 
@@ -18,7 +19,7 @@ from shopstream.report import build_html
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     date_args(parser)
-    parser.add_argument("--out", type=Path, default=None, help="default: <paths.reports>/report_<start>_<end>.html")
+    parser.add_argument("--out", default=None, help="a path or URI; default: <paths.reports>/report_<start>_<end>.html")
     args = parser.parse_args(argv)
     days = date_range(args, parser)
     first, last = days[0], days[-1]
@@ -29,10 +30,15 @@ def main(argv=None) -> int:
 
     page = build_html(first, last, rows("gold_daily_sales", "sales_date"),
                       rows("gold_daily_category_sales", "sales_date"), rows("gold_daily_funnel", "session_date"))
-    out = args.out or conf.path("paths.reports") / f"report_{first}_{last}.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
-    print(f"report: {out.resolve()}")
+    out = args.out or locations.join(conf.location("paths.reports"), f"report_{first}_{last}.html")
+    if locations.is_local(out):
+        path = locations.local_path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page)
+        out = str(path.resolve())
+    else:   # object storage, HDFS: through Hadoop's FileSystem
+        locations.write_text(spark, out, page)
+    print(f"report: {out}")
     spark.stop()
     return 0
 

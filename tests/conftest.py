@@ -38,15 +38,21 @@ def base_conf(tmp_path_factory) -> cfg.Config:
 SPARK35 = packages.profile() == "spark35"
 
 
+EXTENDED = os.environ.get("SHOPSTREAM_EXTENDED_TESTS") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
     """`connector` tests drive the real spark-snowflake connector, served only for the Spark 3.5
-    line: scripts/test.sh runs them (and every `spark35` test) in .venv-spark35."""
-    if SPARK35:
-        return
-    skip = pytest.mark.skip(reason="the spark-snowflake connector runs on the Spark 3.5 line (.venv-spark35)")
+    line: scripts/test.sh runs them (and every `spark35` test) in .venv-spark35. `extended` tests
+    (several minutes each: Airflow running the DAG, a cluster on S3) run with
+    SHOPSTREAM_EXTENDED_TESTS=1."""
+    skip_connector = pytest.mark.skip(reason="the spark-snowflake connector runs on the Spark 3.5 line (.venv-spark35)")
+    skip_extended = pytest.mark.skip(reason="extended test: run with SHOPSTREAM_EXTENDED_TESTS=1")
     for item in items:
-        if "connector" in item.keywords:
-            item.add_marker(skip)
+        if "connector" in item.keywords and not SPARK35:
+            item.add_marker(skip_connector)
+        if "extended" in item.keywords and not EXTENDED:
+            item.add_marker(skip_extended)
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +140,36 @@ def snowflake_conf(spark, snowflake_emulator, request):
     run(f"CREATE DATABASE IF NOT EXISTS {q.ident(name)}")
     run(f"CREATE SCHEMA IF NOT EXISTS {q.ident(name)}.{q.ident('LAKE')}")
     return conf, environ
+
+
+S3_BUCKET = "shopstream-lake"
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A moto S3 server on a free loopback port with one bucket (S3_BUCKET); yields
+    (endpoint, boto3 client). Each test writes under a prefix of its own."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    client.create_bucket(Bucket=S3_BUCKET)
+    yield endpoint, client
+    proc.terminate()
+    proc.wait(10)

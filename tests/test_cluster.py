@@ -122,3 +122,50 @@ def test_silver_and_gold_on_a_standalone_cluster_equal_local_mode(spark, cluster
         assert a.count() == b.count() > 0, name
         assert a.exceptAll(b).count() == 0 and b.exceptAll(a).count() == 0, name
     assert remote.read("gold_daily_sales").agg(F.sum("orders")).first()[0] == 10
+
+
+@pytest.mark.extended
+def test_a_standalone_cluster_writes_silver_and_gold_to_s3(spark, cluster, s3, tmp_path):
+    """The executors of a real standalone cluster read bronze from and write silver and gold to
+    s3a:// (moto on loopback, Hadoop's S3A client): the tables equal local mode's."""
+    from test_object_storage import download
+
+    from shopstream import packages
+    endpoint, client = s3
+    bucket, prefix = "shopstream-lake", "cluster"
+    master_url, _ = cluster
+    local = DeltaStore(spark, tmp_path / "local")
+    _feed().load(spark, local)
+    load_fx(local)
+    for f in (tmp_path / "local").rglob("*"):          # bronze and FX, as the stream would have left them
+        if f.is_file():
+            client.upload_file(str(f), bucket, f"{prefix}/wh/{f.relative_to(tmp_path / 'local')}")
+    first, last = date(2026, 11, 1), date(2026, 11, 2)
+    ensure_silver_tables(local)
+    ensure_gold_tables(local)
+    silver_range(local, first, last, SilverSettings(late_days=2))
+    gold_range(local, first, last)
+
+    env = dict(os.environ, SHOPSTREAM__PATHS__WAREHOUSE=f"s3a://{bucket}/{prefix}/wh", SPARK_LOCAL_IP="127.0.0.1",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1")
+    conf = cfg.load("local").with_overrides({"paths": {"warehouse": f"s3a://{bucket}/{prefix}/wh"}})
+    classpath = ":".join([packages.executor_classpath(), *packages.storage_jars(conf)])
+    confs = ["--conf", "spark.executor.memory=1g", "--conf", "spark.sql.shuffle.partitions=2",
+             "--conf", f"spark.executor.extraClassPath={classpath}",
+             # the executors' environment has no AWS variables of the submitter: S3A settings travel as conf
+             "--conf", "spark.hadoop.fs.s3a.access.key=testing", "--conf", "spark.hadoop.fs.s3a.secret.key=testing",
+             *[x for k, v in {"endpoint": endpoint, "path.style.access": "true", "connection.ssl.enabled": "false",
+                              "endpoint.region": "us-east-1"}.items()
+               for x in ("--conf", f"spark.hadoop.fs.s3a.{k}={v}")]]
+    submit = str(cfg.PROJECT_ROOT / "spark-submit.sh")
+    for job in ("silver", "gold"):
+        result = subprocess.run([submit, "--master", master_url, *confs, job, "--start", str(first), "--end", str(last)],
+                                env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    remote_root = tmp_path / "from-s3"
+    for name in ("silver_orders", "silver_sessions", "gold_daily_sales", "gold_daily_category_sales",
+                 "gold_daily_funnel"):
+        assert download(client, f"{prefix}/wh/{name}", remote_root / name) > 0, name
+        a, b = local.read(name), DeltaStore(spark, remote_root).read(name)
+        assert a.count() == b.count() > 0, name
+        assert a.exceptAll(b).count() == 0 and b.exceptAll(a).count() == 0, name

@@ -2,6 +2,7 @@
 
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
@@ -108,7 +109,7 @@ def test_late_event_lands_in_its_own_event_date(spark, store, fx):
     by_date = {r.event_id: r.event_date for r in store.read("silver_clicks").collect()}
     assert by_date[late["event_id"]] == D1
     # one late_day fewer and it is out of reach for D1
-    store2 = DeltaStore(spark, store.warehouse.parent / "wh2")
+    store2 = DeltaStore(spark, Path(store.warehouse).parent / "wh2")
     ensure_silver_tables(store2)
     load_fx(store2)
     f.load(spark, store2)

@@ -1,8 +1,13 @@
 """The stall monitor and the status rows, on a scripted clock and hand-made progress events."""
 
+import json
 import logging
+import time
 from datetime import datetime, timedelta
 
+import pytest
+
+from shopstream import status
 from shopstream.status import StreamMonitor, progress_lag, status_rows
 
 
@@ -56,3 +61,27 @@ def test_status_rows_lag_last_batch_and_last_hour():
     assert row["lag"] == 1 and row["last_batch_ms"] == 900 and row["records_last_hour"] == 9
     assert row["last_batch_at"] == now - timedelta(minutes=5) + timedelta(milliseconds=900)
     assert status_rows(batches, None, now)[0]["lag"] is None
+
+
+@pytest.mark.kafka
+def test_broker_offsets_at_a_time_and_what_bronze_still_misses(kafka, fresh_topics):
+    """The service-mode wait (jobs/bronze_wait.py): per partition, the first offset at or after
+    a time, against what bronze_batches says was processed."""
+    from confluent_kafka import Producer
+
+    missing = status.unconsumed
+
+    now = int(time.time() * 1000)
+    topic = fresh_topics["orders"]
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    for i, ts in enumerate((now - 3 * 3600_000, now - 2 * 3600_000, now - 3600_000)):
+        producer.produce(topic, value=b"{}", partition=0, timestamp=ts)
+    producer.produce(topic, value=b"{}", partition=1, timestamp=now - 3 * 3600_000)
+    assert producer.flush(30) == 0
+    at = status.broker_offsets_at(kafka.bootstrap_servers, [topic], now - int(2.5 * 3600_000))
+    assert at == {topic: {"0": 1, "1": 1, "2": 0}}        # p1, p2: nothing that new -> their end
+    assert status.broker_offsets_at(kafka.bootstrap_servers, [topic], now)[topic] == {"0": 3, "1": 1, "2": 0}
+    batches = [{"end_offsets": json.dumps({topic: {"0": 1}})}, {"end_offsets": None}]
+    assert missing(at, status.processed_offsets(batches)) == {topic: 1}     # p1's record not yet
+    batches.append({"end_offsets": json.dumps({topic: {"0": 2, "1": 1}})})
+    assert missing(at, status.processed_offsets(batches)) == {}

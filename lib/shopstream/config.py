@@ -82,6 +82,13 @@ class Config:
         value = Path(str(self.get(dotted))).expanduser()
         return value if value.is_absolute() else PROJECT_ROOT / value
 
+    def location(self, dotted: str) -> str:
+        """A table/checkpoint/report location: a URI (s3a://, hdfs://, abfss://, gs://, file:)
+        as written, or a local path made absolute against the project root (shopstream.locations)."""
+        from shopstream.locations import resolve
+
+        return resolve(str(self.get(dotted)), PROJECT_ROOT)
+
     def with_overrides(self, overrides: dict) -> "Config":
         return Config(self.source, _merge(self.data, overrides))
 

@@ -134,6 +134,49 @@ def spark_jars(conf: cfg.Config | None = None) -> list[str]:
     return [str(target / f"{c.split(':')[1]}-{c.split(':')[2]}.jar") for c in coords]
 
 
+def uses_s3a(conf: cfg.Config) -> bool:
+    """Whether a table or checkpoint location of this config is on S3 (s3a://)."""
+    from shopstream.locations import scheme
+
+    return any(scheme(conf.location(k)) == "s3a" for k in ("paths.warehouse", "paths.checkpoints"))
+
+
+def s3_jars(conf: cfg.Config | None = None, profile_name: str | None = None) -> list[str]:
+    """Paths (in the local Maven repository, ~/.m2) of Hadoop's S3A client and its runtime
+    dependencies for the active line; resolved by Maven once per machine, listed in the cache."""
+    coords = list(_profile_spec(profile_name).get("s3", []))
+    if not coords:
+        return []
+    listing = cache_dir(conf) / "jars" / (profile_name or profile()) / "s3-classpath.txt"
+    wanted = "\n".join(coords)
+    marker = listing.with_suffix(".resolved")
+    if listing.is_file() and marker.is_file() and marker.read_text() == wanted:
+        jars = listing.read_text().split(":")
+        if all(Path(j).is_file() for j in jars):
+            return jars
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError(f"Maven (mvn) is not on PATH: it is needed to fetch {', '.join(coords)}")
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    print(f"resolving {', '.join(coords)} with Maven into ~/.m2 (the AWS SDK bundle is ~640 MB, once per machine)",
+          file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pom = Path(tmp) / "pom.xml"
+        pom.write_text(_pom(coords))
+        result = subprocess.run([mvn, "-q", "-B", "-f", str(pom), "dependency:build-classpath",
+                                 f"-Dmdep.outputFile={listing}", "-DincludeScope=runtime"],
+                                capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"Maven could not resolve {', '.join(coords)}:\n{result.stdout[-3000:]}")
+    marker.write_text(wanted)
+    return listing.read_text().split(":")
+
+
+def storage_jars(conf: cfg.Config) -> list[str]:
+    """Jars the configured storage needs beyond Spark's (S3A for s3a:// locations)."""
+    return s3_jars(conf) if uses_s3a(conf) else []
+
+
 def spark_ivy_conf(conf: cfg.Config | None = None) -> dict[str, str]:
     """Spark settings that make --packages resolve through Maven Central into the project cache."""
     settings = {
@@ -148,7 +191,7 @@ def spark_ivy_conf(conf: cfg.Config | None = None) -> dict[str, str]:
 def submit_args(conf: cfg.Config) -> list[str]:
     """spark-submit arguments from conf: --packages, Ivy settings, and every spark.conf entry."""
     args = ["--packages", ",".join(spark_packages(conf.store_type))]
-    jars = spark_jars(conf)
+    jars = spark_jars(conf) + storage_jars(conf)
     if jars:
         args += ["--jars", ",".join(jars)]
     from shopstream.spark import REDACTION_CONF

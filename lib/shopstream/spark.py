@@ -43,7 +43,7 @@ def session_conf(conf: cfg.Config, store_type: str | None = None,
     settings["spark.sql.session.timeZone"] = "UTC"
     settings.update(packages.spark_ivy_conf(conf))
     settings["spark.jars.packages"] = ",".join(packages.spark_packages(store_type or conf.store_type))
-    jars = packages.spark_jars(conf)
+    jars = packages.spark_jars(conf) + packages.storage_jars(conf)
     if jars:
         settings["spark.jars"] = ",".join(jars)
     settings.update(extra_conf or {})

@@ -48,6 +48,49 @@ def broker_latest_offsets(bootstrap_servers: str, topics: list[str], timeout_s: 
         consumer.close()
 
 
+def broker_offsets_at(bootstrap_servers: str, topics: list[str], ts_ms: int, timeout_s: float = 10.0) -> Offsets:
+    """Per partition, the offset of the first record whose Kafka timestamp is >= ts_ms (every
+    record before it is older), or the high watermark when the partition has none that new."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "shopstream-status",
+                         "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": int(timeout_s * 1000)})
+    try:
+        meta = consumer.list_topics(timeout=timeout_s)
+        wanted = []
+        for topic in topics:
+            t = meta.topics.get(topic)
+            if t is None or t.error is not None:
+                raise RuntimeError(f"topic {topic!r} not found on {bootstrap_servers}")
+            wanted += [TopicPartition(topic, p, int(ts_ms)) for p in t.partitions]
+        out: Offsets = {}
+        for tp in consumer.offsets_for_times(wanted, timeout=timeout_s):
+            offset = tp.offset
+            if offset < 0:    # no record at or after ts: everything the partition holds is older
+                _, offset = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
+            out.setdefault(tp.topic, {})[str(tp.partition)] = int(offset)
+        return out
+    except KafkaException as exc:
+        raise RuntimeError(f"Kafka at {bootstrap_servers} did not answer: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def processed_offsets(batches: list) -> Offsets:
+    """The highest next-offset bronze has processed per partition (bronze_batches.end_offsets)."""
+    processed: Offsets = {}
+    for b in batches:
+        for t, parts in _offsets(b.get("end_offsets")).items():
+            for p, o in parts.items():
+                processed.setdefault(t, {})[p] = max(processed.get(t, {}).get(p, 0), o)
+    return processed
+
+
+def unconsumed(targets: Offsets, processed: Offsets) -> dict[str, int]:
+    """Records per topic below the targets that bronze has not processed yet (none: {})."""
+    return {t: n for t, n in lag_per_topic(targets, processed).items() if n > 0}
+
+
 def _offsets(value) -> Offsets:
     """Kafka offsets JSON (topic -> partition -> offset) as a dict; {} for anything else (a
     progress event of another source, or of a batch without offsets)."""

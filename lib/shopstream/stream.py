@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from shopstream import locations
 from shopstream.ingest import BronzeBatchWriter
 from shopstream.stores.base import Store
 
@@ -33,7 +34,16 @@ class CheckpointLock:
     and NFS-like file systems only; a checkpoint on object storage needs a scheduler that never
     starts two copies (README)."""
 
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: str | Path) -> None:
+        self._fd = None
+        if not locations.is_local(checkpoint):
+            # object storage has no flock: one query per checkpoint is the scheduler's job there
+            # (the DAG's service mode never starts a second one; README "Running on a cluster")
+            log.warning("checkpoint %s is not on a local file system: no lock is taken; make sure "
+                        "only one bronze query runs on it", checkpoint)
+            self.path = None
+            return
+        checkpoint = locations.local_path(checkpoint)
         checkpoint.mkdir(parents=True, exist_ok=True)
         self.path = checkpoint / LOCK_FILE
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -58,7 +68,7 @@ class CheckpointLock:
 class StreamOptions:
     bootstrap_servers: str
     topics: dict[str, str]
-    checkpoint: Path
+    checkpoint: str | Path              # a URI (s3a://..., hdfs://...) or a local path
     query_name: str = "bronze"
     trigger: str = "available-now"        # or a processing-time interval, e.g. "10 seconds"
     starting_offsets: str = "earliest"
@@ -67,27 +77,34 @@ class StreamOptions:
     fail_on_data_loss: bool = True
 
 
-def run_id_for(checkpoint: Path) -> str:
+def run_id_for(spark: SparkSession, checkpoint: str | Path) -> str:
     """A run id kept in the checkpoint folder: a deleted checkpoint means a new id.
 
     It is part of the store's transaction app id, so that batch ids restarting at 0 after the
     checkpoint is deleted are not mistaken for batches already committed (which would skip
-    new data).
+    new data). Read and written through Hadoop's FileSystem, so the checkpoint may be on any
+    storage the cluster reaches (s3a://, hdfs://, abfss://, a local path).
     """
-    checkpoint.mkdir(parents=True, exist_ok=True)
-    f = checkpoint / RUN_ID_FILE
-    if not f.is_file():
-        f.write_text(str(uuid.uuid4()))
-    return f.read_text().strip()
+    location = locations.join(_location(checkpoint), RUN_ID_FILE)
+    text = locations.read_text(spark, location)
+    if text is None or not text.strip():
+        locations.write_text(spark, location, str(uuid.uuid4()))
+        text = locations.read_text(spark, location)
+    return text.strip()
+
+
+def _location(checkpoint: str | Path) -> str:
+    text = str(checkpoint)
+    return text if locations.scheme(text) else str(Path(text).absolute())
 
 
 def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_offsets=None):
     """Lock the checkpoint, create the tables if needed and start the query; returns (query,
     writer). The lock is `writer.checkpoint_lock`: release it once the query has ended."""
-    lock = CheckpointLock(Path(opts.checkpoint))
+    lock = CheckpointLock(opts.checkpoint)
     try:
         writer = BronzeBatchWriter(store, opts.topics, opts.max_record_bytes, opts.query_name,
-                                   run_id_for(opts.checkpoint), latest_offsets)
+                                   run_id_for(spark, opts.checkpoint), latest_offsets)
         writer.checkpoint_lock = lock
         writer.ensure_tables()
     except BaseException:
@@ -100,7 +117,7 @@ def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_
               .option("maxOffsetsPerTrigger", opts.max_offsets_per_trigger)
               .option("failOnDataLoss", str(opts.fail_on_data_loss).lower()))
     stream = (reader.load().writeStream.queryName(opts.query_name)
-              .option("checkpointLocation", str(opts.checkpoint))
+              .option("checkpointLocation", _location(opts.checkpoint))
               .foreachBatch(writer))
     if opts.trigger.replace("_", "-") == "available-now":
         stream = stream.trigger(availableNow=True)

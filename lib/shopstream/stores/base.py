@@ -78,10 +78,23 @@ class Store(ABC):
         """Atomically replace the rows whose partition column lies in [first, last] with `df`
         (whose rows must all lie in that range)."""
 
+    def maintain(self, spec: TableSpec, retention_hours: float, zorder: bool = False) -> MaintenanceResult:
+        """Compact small files and remove files no longer referenced (older than the retention).
+        Stores that manage their own storage do nothing and say so."""
+        return MaintenanceResult(spec.name, "nothing to do for this store")
+
     @abstractmethod
     def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
         """One MERGE on spec.key: matched rows get `update_set` (column -> SQL expression over
         aliases t = target and s = source); unmatched source rows are inserted whole."""
+
+
+@dataclass(frozen=True)
+class MaintenanceResult:
+    table: str
+    action: str            # what was done, or why nothing was
+    files_before: int | None = None
+    files_after: int | None = None
 
 
 def literal_rows(spark: SparkSession, rows: list[tuple], schema: T.StructType) -> DataFrame:
@@ -104,7 +117,7 @@ def make_store(store_type: str, spark: SparkSession, conf) -> Store:
     if store_type == "delta":
         from shopstream.stores.delta import DeltaStore
 
-        return DeltaStore(spark, conf.path("paths.warehouse"))
+        return DeltaStore(spark, conf.location("paths.warehouse"))
     if store_type == "snowflake":
         from shopstream.stores.snowflake import SnowflakeStore
 

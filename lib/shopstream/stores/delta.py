@@ -24,8 +24,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shopstream import compat
-from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn
+from shopstream import compat, locations
+from shopstream.stores.base import MaintenanceResult, MergeBounds, Store, TableSpec, Txn
 
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -37,12 +37,13 @@ def _sql_literal(value: str) -> str:
 
 
 class DeltaStore(Store):
-    def __init__(self, spark: SparkSession, warehouse: Path) -> None:
+    def __init__(self, spark: SparkSession, warehouse: str | Path) -> None:
         super().__init__(spark)
-        self.warehouse = Path(warehouse)
+        # a URI (s3a://bucket/wh, hdfs://..., file:/...) or a local path; never a pathlib join
+        self.warehouse = str(warehouse) if locations.scheme(str(warehouse)) else str(Path(warehouse).absolute())
 
     def path(self, name: str) -> str:
-        return str(self.warehouse / name)
+        return locations.join(self.warehouse, name)
 
     def exists(self, name: str) -> bool:
         """Whether the table has a commit, from its _delta_log on storage. (DeltaTable.isDeltaTable
@@ -134,3 +135,25 @@ class DeltaStore(Store):
         (target.alias("t").merge(source.select(*columns).alias("s"), on)
          .whenMatchedUpdate(set={c: F.expr(e) for c, e in update_set.items()})
          .whenNotMatchedInsert(values={c: F.col(f"s.{c}") for c in columns}).execute())
+
+    def _file_count(self, name: str) -> int:
+        return int(self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(name)}`").first()["numFiles"])
+
+    def maintain(self, spec: TableSpec, retention_hours: float, zorder: bool = False) -> MaintenanceResult:
+        """OPTIMIZE (bin-packing small files, optionally Z-ordered on the key), then VACUUM files
+        unreferenced for longer than `retention_hours`. Delta refuses a retention below its safety
+        default (7 days) unless the caller disabled that check (jobs/maintain.py's explicit flag):
+        a shorter one can delete files a running reader or the stream still needs."""
+        if not self.exists(spec.name):
+            return MaintenanceResult(spec.name, "absent: skipped")
+        before = self._file_count(spec.name)
+        table = DeltaTable.forPath(self.spark, self.path(spec.name))
+        keys = [k for k in spec.key_columns if k != spec.partition_by]
+        if zorder and keys:
+            table.optimize().executeZOrderBy(*keys)
+            action = f"optimize zorder by {', '.join(keys)}"
+        else:
+            table.optimize().executeCompaction()
+            action = "optimize"
+        table.vacuum(float(retention_hours))
+        return MaintenanceResult(spec.name, f"{action}; vacuum {retention_hours:g}h", before, self._file_count(spec.name))
