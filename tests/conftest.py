@@ -90,25 +90,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _serve(cmd: list[str], port: int, log: Path, what: str) -> subprocess.Popen:
+    """Start a loopback server as a subprocess (output in `log`) and wait until it accepts
+    connections on `port`; a clear error with the log's tail if it exits or takes over 60 s."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{what} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def snowflake_emulator(tmp_path_factory):
     """fakesnow's server (tests/sfemu.py) on a free loopback port, as a subprocess: the real
     JDBC driver and connector talk Snowflake's HTTP protocol to it. Yields host:port."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("sfemu") / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sfemu.py")), str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the Snowflake emulator did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    proc = _serve([sys.executable, str(Path(__file__).with_name("sfemu.py")), str(port)], port,
+                  tmp_path_factory.mktemp("sfemu") / "server.log", "the Snowflake emulator")
     yield f"127.0.0.1:{port}"
     # Spark first: at application end the connector cancels the queries it tracks, and against
     # a stopped server the JDBC driver would retry each for minutes
@@ -152,20 +157,8 @@ def s3(tmp_path_factory):
     boto3 = pytest.importorskip("boto3")
     pytest.importorskip("moto")
     port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+    proc = _serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port,
+                  tmp_path_factory.mktemp("moto") / "moto.log", "the moto S3 server")
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
                           aws_secret_access_key="testing", region_name="us-east-1")
