@@ -51,7 +51,18 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
     for f in sorted((root / "shopstream").rglob("*.py")):
         z.write(f, f.relative_to(root))
 PY
-mapfile -t conf_args < <("$py" -m shopstream.packages submit-args --env "$env")
+# a job's own --store flag (e.g. `silver --store snowflake`) decides the packages too: spark-submit
+# resolves them before the job starts
+store_args=()
+prev=""
+for a in "$@"; do
+  case "$a" in
+    --store=*) store_args=(--store "${a#--store=}") ;;
+    *) [ "$prev" = "--store" ] && store_args=(--store "$a") ;;
+  esac
+  prev="$a"
+done
+mapfile -t conf_args < <("$py" -m shopstream.packages submit-args --env "$env" ${store_args[@]+"${store_args[@]}"})
 submit="$("$py" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit"))')"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$py}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$py}"

@@ -1,8 +1,11 @@
 """The whole pipeline on both stores: the same generated events through the real Kafka broker,
-bronze (streaming, availableNow) -> silver -> gold once into Delta and once into Snowflake through
-the real spark-snowflake connector and JDBC driver (against the emulator, tests/sfemu.py). The gold
-tables must be equal row for row, and both equal the generator's ground truth."""
+bronze (streaming, availableNow) -> silver -> gold once into Delta (in this process) and once into
+Snowflake by the jobs themselves (`./spark-submit.sh --spark 3.5 JOB --store snowflake`) through the
+real spark-snowflake connector and JDBC driver, against the emulator (tests/sfemu.py). The tables
+must be equal row for row, and gold equal to the generator's ground truth."""
 
+import os
+import subprocess
 from datetime import date
 from decimal import Decimal
 
@@ -49,17 +52,29 @@ def both(spark, kafka, base_conf, tmp_path_factory, snowflake_emulator):
     delta = DeltaStore(spark, root / "wh")
     _pipeline(spark, delta, kafka, topics, root / "cp-delta", days)
 
+    # Snowflake: the jobs themselves, through spark-submit.sh on the 3.5 line with --store snowflake
     from shopstream import config as cfg
     from shopstream.stores.snowflake import connector_runner
-    conf = cfg.load("prod").with_overrides({"snowflake": {
-        "url": snowflake_emulator, "ssl": False, "account": "fakesnow", "auth": "password",
-        "database": "E2E", "schema": "LAKE"}})
+    sf_settings = {"url": snowflake_emulator, "ssl": "false", "account": "fakesnow", "user": "SHOPSTREAM_SVC",
+                   "warehouse": "WH", "auth": "password", "database": "E2E", "schema": "LAKE"}
+    conf = cfg.load("prod").with_overrides({"snowflake": sf_settings})
     opts = connector_options(conf, environ={"SNOWFLAKE_PASSWORD": "emulator-password"})
     run = connector_runner(spark, opts)
     run('CREATE DATABASE IF NOT EXISTS "E2E"')
     run('CREATE SCHEMA IF NOT EXISTS "E2E"."LAKE"')
+    env = dict(os.environ, SHOPSTREAM_ENV="local", SNOWFLAKE_PASSWORD="emulator-password",
+               SHOPSTREAM__KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+               SHOPSTREAM__KAFKA__TOPICS__ORDERS=topics["orders"], SHOPSTREAM__KAFKA__TOPICS__CLICKS=topics["clicks"],
+               SHOPSTREAM__PATHS__CHECKPOINTS=str(root / "cp-jobs"),
+               **{f"SHOPSTREAM__SNOWFLAKE__{k.upper()}": v for k, v in sf_settings.items()})
+    first, last = str(days[0]), str(days[-1])
+    for step in (["fx_rates", "--since", "2026-09-01"], ["bronze_stream", "--trigger", "available-now"],
+                 ["silver", "--start", first, "--end", last, "--late-days", "2"], ["gold", "--start", first, "--end", last]):
+        out = subprocess.run([str(cfg.PROJECT_ROOT / "spark-submit.sh"), "--spark", "3.5", "--master", "local[2]",
+                              *step, "--store", "snowflake"], env=env, capture_output=True, text=True, timeout=1200)
+        assert out.returncode == 0, f"{step[0]} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        assert "emulator-password" not in out.stdout + out.stderr
     sf = SnowflakeStore(spark, conf, options=opts, job="e2e")
-    _pipeline(spark, sf, kafka, topics, root / "cp-snowflake", days)
     return delta, sf, summary, root, kafka, topics
 
 

@@ -188,9 +188,11 @@ def spark_ivy_conf(conf: cfg.Config | None = None) -> dict[str, str]:
     return settings
 
 
-def submit_args(conf: cfg.Config) -> list[str]:
-    """spark-submit arguments from conf: --packages, Ivy settings, and every spark.conf entry."""
-    args = ["--packages", ",".join(spark_packages(conf.store_type))]
+def submit_args(conf: cfg.Config, store_type: str | None = None) -> list[str]:
+    """spark-submit arguments from conf: --packages (for `store_type`, default store.type in
+    conf: a job's --store flag must reach here, since under spark-submit the packages are
+    resolved before the job runs), Ivy settings, and every spark.conf entry."""
+    args = ["--packages", ",".join(spark_packages(store_type or conf.store_type))]
     jars = spark_jars(conf) + storage_jars(conf)
     if jars:
         args += ["--jars", ",".join(jars)]
@@ -305,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default=None, help="delta or snowflake (default: from conf)")
     p.add_argument("--env", default=None)
     sub.add_parser("ivy-dir").add_argument("--env", default=None)
-    sub.add_parser("submit-args").add_argument("--env", default=None)
+    sa = sub.add_parser("submit-args")
+    sa.add_argument("--env", default=None)
+    sa.add_argument("--store", default=None, help="the job's --store (default: store.type in conf)")
     sub.add_parser("executor-classpath").add_argument("--env", default=None)
     sub.add_parser("resolve-kafka").add_argument("--env", default=None)
     sub.add_parser("profile")
@@ -327,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "spark-packages":
         print(",".join(spark_packages(args.store or conf.store_type)))
     elif args.cmd == "submit-args":
-        print("\n".join(submit_args(conf)))
+        print("\n".join(submit_args(conf, args.store)))
     elif args.cmd == "executor-classpath":
         print(executor_classpath(conf))
     elif args.cmd == "ivy-dir":

@@ -135,7 +135,7 @@ def connector_options(conf: cfg.Config, environ: dict[str, str] | None = None) -
         opts["sfRole"] = sf["role"]
     if sf.get("url"):
         opts["sfAccount"] = sf["account"]
-    if sf.get("ssl", True) is False:
+    if str(sf.get("ssl", True)).strip().lower() in ("false", "off", "0", "no"):   # TOML false or an env override
         opts["sfSSL"] = "off"
     auth = sf["auth"]
     if auth == "password":
