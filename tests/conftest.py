@@ -104,7 +104,10 @@ def _serve(cmd: list[str], port: int, log: Path, what: str) -> subprocess.Popen:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError(f"{what} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+            try:
+                proc.wait(timeout=0.2)       # poll under the deadline (returns at once if it exits)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 @pytest.fixture(scope="session")

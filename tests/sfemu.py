@@ -142,7 +142,6 @@ def split_csv(text: str) -> list[list[str | None]]:
     """The connector's CSV: '|' between fields, '\\n' between records, '"' encloses (doubled
     inside); an empty unenclosed field is NULL, an enclosed empty one ''."""
     rows, row, i, n = [], [], 0, len(text)
-    field_start = True
     while i < n:
         if text[i] == '"':
             j, buf = i + 1, []
@@ -170,10 +169,8 @@ def split_csv(text: str) -> list[list[str | None]]:
             rows.append(row)
             row = []
             i += 1
-        field_start = True
     if row:
         rows.append(row)
-    del field_start
     return rows
 
 

@@ -179,7 +179,7 @@ def test_every_table_round_trips_through_the_connector_in_its_spark_types(spark,
     reader, a row of every table the pipeline writes comes back equal, in the spec's types:
     arrays/structs (VARIANT), decimals to the last digit, microseconds, odd strings."""
     from decimal import Decimal
-    from shopstream.stores.snowflake import _spec_registry
+    from shopstream.tables import all_specs
     from pyspark.sql import types as T
 
     def value(dt, i):
@@ -203,7 +203,7 @@ def test_every_table_round_trips_through_the_connector_in_its_spark_types(spark,
             return tuple(value(f.dataType, i) for f in dt.fields)
         raise AssertionError(dt)
 
-    for name, spec in sorted(_spec_registry().items()):
+    for name, spec in sorted(all_specs().items()):
         sf.ensure_table(spec)
         full = tuple(value(f.dataType, 0) for f in spec.schema.fields)
         nulls = tuple(value(f.dataType, 1) if not f.nullable else None for f in spec.schema.fields)

@@ -196,13 +196,6 @@ def connector_stager(options: ConnectorOptions) -> Callable[[DataFrame, str], No
     return stage
 
 
-def _spec_registry() -> dict[str, TableSpec]:
-    """Every table the pipeline writes, by name (the read path needs each one's Spark types)."""
-    from shopstream.tables import all_specs
-
-    return all_specs()
-
-
 def as_spark_types(df: DataFrame, spec: TableSpec) -> DataFrame:
     """A table read through the connector in the spec's exact shape: lower-case names as the
     pipeline writes them, NUMBER columns as their Spark integer/decimal types, and VARIANT
@@ -292,7 +285,9 @@ class SnowflakeStore(Store):
     def read(self, name: str) -> DataFrame:
         df = (self.spark.read.format(SOURCE).options(**self.options.for_spark())
               .option("dbtable", self.loc.table(name)).load())
-        spec = _spec_registry().get(name)
+        from shopstream.tables import all_specs
+
+        spec = all_specs().get(name)   # the read returns the table in its Spark types
         return as_spark_types(df, spec) if spec is not None else df
 
     def replace_partitions(self, spec: TableSpec, df, first, last) -> None:
