@@ -23,13 +23,20 @@ log = logging.getLogger("shopstream.bronze")
 Offsets = dict[str, dict[str, int]]   # topic -> partition (as text) -> offset
 
 
+def _consumer(bootstrap_servers: str, timeout_s: float):
+    """A metadata-only consumer (no subscription, no commits) for offset lookups."""
+    from confluent_kafka import Consumer
+
+    return Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "shopstream-status",
+                     "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": int(timeout_s * 1000)})
+
+
 def broker_latest_offsets(bootstrap_servers: str, topics: list[str], timeout_s: float = 5.0) -> Offsets:
     """The next offset to be written per partition (the high watermark), from the broker.
     Raises RuntimeError when the broker does not answer within the timeout."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "shopstream-status",
-                         "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": int(timeout_s * 1000)})
+    consumer = _consumer(bootstrap_servers, timeout_s)
     try:
         out: Offsets = {}
         meta = consumer.list_topics(timeout=timeout_s)
@@ -51,10 +58,9 @@ def broker_latest_offsets(bootstrap_servers: str, topics: list[str], timeout_s: 
 def broker_offsets_at(bootstrap_servers: str, topics: list[str], ts_ms: int, timeout_s: float = 10.0) -> Offsets:
     """Per partition, the offset of the first record whose Kafka timestamp is >= ts_ms (every
     record before it is older), or the high watermark when the partition has none that new."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "shopstream-status",
-                         "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": int(timeout_s * 1000)})
+    consumer = _consumer(bootstrap_servers, timeout_s)
     try:
         meta = consumer.list_topics(timeout=timeout_s)
         wanted = []
