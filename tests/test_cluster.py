@@ -86,8 +86,12 @@ def _feed():
     return f
 
 
+@pytest.mark.extended
 def test_silver_and_gold_on_a_standalone_cluster_equal_local_mode(spark, cluster, tmp_path):
+    """Extended (the default run has the s3a variant below, which covers the same jobs on the
+    same cluster with the tables on object storage)."""
     master_url, worker_dir = cluster
+    apps_before = set(worker_dir.glob("app-*"))
     local, remote = DeltaStore(spark, tmp_path / "local"), DeltaStore(spark, tmp_path / "remote")
     _feed().load(spark, local)
     load_fx(local)
@@ -110,7 +114,7 @@ def test_silver_and_gold_on_a_standalone_cluster_equal_local_mode(spark, cluster
                                 env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     # each job ran as an application with executors on the worker (not in local mode)
-    apps = sorted(worker_dir.glob("app-*"))
+    apps = sorted(set(worker_dir.glob("app-*")) - apps_before)
     assert len(apps) == 2, apps
     assert all(any(app.glob("*/stderr")) for app in apps)
     tables = ["silver_order_events", "silver_clicks", "silver_rejects", "silver_orders", "silver_sessions",
@@ -124,7 +128,6 @@ def test_silver_and_gold_on_a_standalone_cluster_equal_local_mode(spark, cluster
     assert remote.read("gold_daily_sales").agg(F.sum("orders")).first()[0] == 10
 
 
-@pytest.mark.extended
 def test_a_standalone_cluster_writes_silver_and_gold_to_s3(spark, cluster, s3, tmp_path):
     """The executors of a real standalone cluster read bronze from and write silver and gold to
     s3a:// (moto on loopback, Hadoop's S3A client): the tables equal local mode's."""
@@ -133,7 +136,8 @@ def test_a_standalone_cluster_writes_silver_and_gold_to_s3(spark, cluster, s3, t
     from shopstream import packages
     endpoint, client = s3
     bucket, prefix = "shopstream-lake", "cluster"
-    master_url, _ = cluster
+    master_url, worker_dir = cluster
+    apps_before = set(worker_dir.glob("app-*"))
     local = DeltaStore(spark, tmp_path / "local")
     _feed().load(spark, local)
     load_fx(local)
@@ -162,6 +166,9 @@ def test_a_standalone_cluster_writes_silver_and_gold_to_s3(spark, cluster, s3, t
         result = subprocess.run([submit, "--master", master_url, *confs, job, "--start", str(first), "--end", str(last)],
                                 env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    # each job ran as an application with executors on the worker (not in local mode)
+    apps = sorted(set(worker_dir.glob("app-*")) - apps_before)
+    assert len(apps) == 2 and all(any(app.glob("*/stderr")) for app in apps), apps
     remote_root = tmp_path / "from-s3"
     for name in ("silver_orders", "silver_sessions", "gold_daily_sales", "gold_daily_category_sales",
                  "gold_daily_funnel"):

@@ -16,7 +16,7 @@ from shopstream.generator import FxTable, Params, generate
 from shopstream.producer import publish
 from shopstream.stores.delta import DeltaStore
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.extended]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 BUCKET = "shopstream-lake"          # conftest.S3_BUCKET
 
 

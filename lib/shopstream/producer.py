@@ -83,6 +83,9 @@ def publish(records: Iterable[Record], bootstrap_servers: str, topics: dict[str,
     started = time.monotonic()
     next_report = started + progress_every_s
     sent = 0
+    # pace in steps of ~50 ms of records (at 200/s: 10), so a limited rate arrives steadily,
+    # not as one burst per thousand records
+    step = max(1, min(1000, int(rate_limit / 20))) if rate_limit else 1000
 
     def report(now: float) -> None:
         waiting = sent - state["acked"] - state["failed"]
@@ -103,7 +106,7 @@ def publish(records: Iterable[Record], bootstrap_servers: str, topics: dict[str,
                     report(now)
                     next_report = now + progress_every_s
         sent += 1
-        if sent % 1000 == 0:
+        if sent % step == 0:
             producer.poll(0)
             now = time.monotonic()
             if rate_limit:

@@ -116,7 +116,7 @@ def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_
               .option("startingOffsets", opts.starting_offsets)
               .option("maxOffsetsPerTrigger", opts.max_offsets_per_trigger)
               .option("failOnDataLoss", str(opts.fail_on_data_loss).lower()))
-    stream = (reader.load().writeStream.queryName(opts.query_name)
+    stream = (reader.load().transform(writer.prepare).writeStream.queryName(opts.query_name)
               .option("checkpointLocation", _location(opts.checkpoint))
               .foreachBatch(writer))
     if opts.trigger.replace("_", "-") == "available-now":

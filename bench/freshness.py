@@ -1,0 +1,313 @@
+"""Bronze's per-batch floor and freshness, as a user running the stream as a service sees it.
+
+    .venv/bin/python bench/freshness.py [--seconds 60] [--trigger "2 seconds"] [--fast-forward 0]
+
+One run, one process for the stream (a real local broker, Delta on local disk):
+1. the bronze query starts (processing-time trigger, startingOffsets latest) on empty tables;
+2. single records, one at a time, each waited for: the duration of a 1-record batch (the first
+   two are warm-up and not counted);
+3. the generator (jobs/generate_events.py, a separate process, --timestamps now) at 200 and
+   then 2,000 events/s for --seconds each: the per-batch duration distribution of each phase,
+   and freshness per record = the end of its batch's trigger (the checkpoint commit included)
+   - its Kafka timestamp, p50 / p95;
+4. where the seconds go: per phase, the median of each part of a batch (the query's own
+   durationMs: offsets, planning, WAL, addBatch = the foreachBatch writer, commit; and inside
+   the writer: routing + stats job, each MERGE, the lag lookup, the ledger row), and the Spark
+   jobs per batch with their median durations from the event log;
+5. --fast-forward N: N tiny batches (10 records each) through the writer on static data into
+   one day's partitions, then the median batch time of the first 100 vs the last 100 (goal:
+   within 1.2x).
+
+Progress lines go to stderr; a JSON summary to stdout (and --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from datetime import date, datetime
+from pathlib import Path
+
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQueryListener
+
+from shopstream import config as cfg
+from shopstream import status
+from shopstream.generator import FxTable, Params, generate
+from shopstream.ingest import BronzeBatchWriter
+from shopstream.kafka_local import LocalKafka
+from shopstream.producer import publish
+from shopstream.spark import build_session
+from shopstream.stores.delta import DeltaStore
+from shopstream.stream import StreamOptions, start_bronze, stop_gracefully
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPICS = {"orders": "orders", "clicks": "clicks"}
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+class Progress(StreamingQueryListener):
+    """Every progress event of the query: batch id, input rows, start, durations."""
+
+    def __init__(self) -> None:
+        self.batches: dict[int, dict] = {}
+        self.cond = threading.Condition()
+
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        p = event.progress
+        if "addBatch" not in dict(p.durationMs):   # a trigger without data
+            return
+        start = datetime.fromisoformat(p.timestamp.replace("Z", "+00:00")).timestamp()
+        d = dict(p.durationMs)
+        with self.cond:
+            self.batches[p.batchId] = {"rows": p.numInputRows, "start": start,
+                                       "end": start + d.get("triggerExecution", 0) / 1000, "durations": d}
+            self.cond.notify_all()
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+    def wait_rows(self, writer: BronzeBatchWriter, total: int, timeout_s: float) -> None:
+        """Until the writer has seen `total` records and the progress of each of its batches has
+        arrived. (Counts come from the writer: a foreachBatch query's numInputRows counts the
+        source once per action on the batch, so it is not the record count.)"""
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while True:
+                seen = sum(sum(r.input_records.values()) for r in writer.results)
+                if seen >= total and all(r.batch_id in self.batches for r in writer.results):
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"the stream read {seen} of {total} records in {timeout_s:.0f}s")
+                self.cond.wait(min(left, 0.5))
+
+
+def _generator(kafka, rate: int, seconds: int, seed: int) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "jobs" / "generate_events.py"), "--bootstrap-servers",
+           kafka.bootstrap_servers, "--events", str(rate * seconds), "--rate", str(rate),
+           "--timestamps", "now", "--seed", str(seed), "--start-date", "2026-11-01"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
+
+
+def _sent(proc: subprocess.Popen) -> tuple[int, float]:
+    _out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"generator failed: {err[-2000:]}")
+    for line in reversed(err.splitlines()):
+        m = re.match(r"sent ([\d,]+) records in [\d.]+s \(([\d,]+)/s\), all acknowledged", line)
+        if m:
+            return int(m.group(1).replace(",", "")), float(m.group(2).replace(",", ""))
+    raise RuntimeError(f"no 'sent N records' line from the generator: {err[-500:]}")
+
+
+def _job_breakdown(event_dir: Path, windows: list[tuple[float, float]]) -> dict:
+    """Spark jobs (from the event log) whose submission falls in one of the batch windows:
+    per call site, jobs per batch and the median job duration."""
+    starts, ends = {}, {}
+    for f in (f for f in event_dir.rglob("*") if f.is_file()):
+        with open(f) as fh:
+            for line in fh:
+                if '"SparkListenerJobStart"' in line:
+                    e = json.loads(line)
+                    props = e.get("Properties") or {}
+                    site = (props.get("spark.job.description") or props.get("callSite.short") or "?").split(": ")[-1]
+                    starts[e["Job ID"]] = (e["Submission Time"] / 1000, site)
+                elif '"SparkListenerJobEnd"' in line:
+                    e = json.loads(line)
+                    ends[e["Job ID"]] = e["Completion Time"] / 1000
+    per_site: dict[str, list[float]] = defaultdict(list)
+    total_ms: list[float] = []
+    for lo, hi in windows:
+        in_batch = [(j, s) for j, (t, s) in starts.items() if lo <= t <= hi and j in ends]
+        total_ms.append(sum((ends[j] - starts[j][0]) * 1000 for j, _ in in_batch))
+        for j, s in in_batch:
+            per_site[s].append((ends[j] - starts[j][0]) * 1000)
+    n = max(1, len(windows))
+    return {"jobs_per_batch": round(sum(len(v) for v in per_site.values()) / n, 1),
+            "job_ms_per_batch_median": round(statistics.median(total_ms), 0) if total_ms else None,
+            "by_call_site": {s: {"per_batch": round(len(v) / n, 2), "median_ms": round(statistics.median(v), 0)}
+                             for s, v in sorted(per_site.items(), key=lambda kv: -sum(kv[1]))[:12]}}
+
+
+def _phase(name: str, ids: list[int], progress: Progress, writer: BronzeBatchWriter, store: DeltaStore) -> dict:
+    batches = {i: progress.batches[i] for i in ids}
+    rows = {r.batch_id: sum(r.input_records.values()) for r in writer.results if r.batch_id in batches}
+    durations = [b["end"] - b["start"] for b in batches.values()]
+    fresh = []
+    if ids:
+        ends = {i: b["end"] for i, b in batches.items()}
+        for t in ("bronze_orders", "bronze_clicks", "bronze_quarantine"):
+            for row in (store.read(t).where(F.col("batch_id").isin(ids))
+                        .select("batch_id", (F.unix_micros("kafka_timestamp") / 1e6).alias("ts")).collect()):
+                fresh.append(ends[row.batch_id] - row.ts)
+    parts: dict[str, list[float]] = defaultdict(list)
+    for b in batches.values():
+        for k, v in b["durations"].items():
+            parts[f"query.{k}"].append(v)
+    for r in writer.results:
+        if r.batch_id in batches:
+            for k, v in r.timings_ms.items():
+                parts[f"writer.{k}"].append(v)
+    out = {"phase": name, "batches": len(ids), "records": sum(rows.values()),
+           "records_per_batch_median": statistics.median(rows.values()) if ids else 0,
+           "batch_s": {"median": round(statistics.median(durations), 2) if durations else None,
+                       "p95": round(pct(durations, 0.95), 2), "max": round(max(durations, default=0), 2)},
+           "freshness_s": {"p50": round(pct(fresh, 0.5), 2), "p95": round(pct(fresh, 0.95), 2),
+                           "records": len(fresh)},
+           "median_ms": {k: statistics.median(v) for k, v in sorted(parts.items())},
+           # filled in after the session stops (the event log is complete then)
+           "windows": [(b["start"], b["end"]) for b in batches.values()]}
+    say(f"{name}: {out['batches']} batches, {out['records']} records (median {out['records_per_batch_median']}/batch); "
+        f"batch s median {out['batch_s']['median']} p95 {out['batch_s']['p95']}; "
+        f"freshness s p50 {out['freshness_s']['p50']} p95 {out['freshness_s']['p95']}")
+    return out
+
+
+def stream_phases(spark, conf, args, work: Path) -> dict:
+    kafka = LocalKafka(work / "kafka", partitions=3, heap="512m", conf=conf).start()
+    say(f"broker up on {kafka.bootstrap_servers}")
+    progress = Progress()
+    spark.streams.addListener(progress)
+    store = DeltaStore(spark, work / "wh")
+    try:
+        kafka.create_topics(list(TOPICS.values()))
+        opts = StreamOptions(bootstrap_servers=kafka.bootstrap_servers, topics=TOPICS, checkpoint=work / "cp",
+                             trigger=args.trigger, starting_offsets="latest", max_offsets_per_trigger=500_000)
+        query, writer = start_bronze(spark, store, opts,   # the lag lookup, as jobs/bronze_stream.py does
+                                     lambda: status.broker_latest_offsets(kafka.bootstrap_servers, list(TOPICS.values())))
+        try:
+            deadline = time.monotonic() + 120
+            while query.lastProgress is None:   # the first (empty) trigger fixes "latest"
+                if time.monotonic() > deadline or not query.isActive:
+                    raise RuntimeError(f"the query made no first trigger: {query.exception()}")
+                query.awaitTermination(0.2)
+            records, _ = generate(Params(start_date=date(2026, 11, 1), days=1, sessions=None, events=50, seed=3),
+                                  FxTable(conf.path("paths.fx_rates")))
+            records = [r for r in records if r.topic == "clicks"]
+            total, single = 0, []
+            say(f"single records: {args.singles} (2 warm-up)")
+            for i in range(args.singles):
+                before = set(progress.batches)
+                r = records[i]
+                publish([type(r)(r.topic, r.key, r.value, int(time.time() * 1000))], kafka.bootstrap_servers,
+                        TOPICS, progress=lambda _line: None)
+                total += 1
+                progress.wait_rows(writer, total, 120)
+                new = [b for b in progress.batches if b not in before]
+                if i >= 2:
+                    single.extend(new)
+            out = {"single": _phase("1-record batches", single, progress, writer, store)}
+            for rate in args.rates:
+                before = set(progress.batches)
+                say(f"generator at {rate} events/s for {args.seconds}s")
+                sent, actual = _sent(_generator(kafka, rate, args.seconds, seed=rate))
+                total += sent
+                progress.wait_rows(writer, total, 600)
+                ids = sorted(b for b in progress.batches if b not in before)
+                out[f"rate_{rate}"] = _phase(f"{rate} events/s", ids, progress, writer, store)
+                out[f"rate_{rate}"]["generator_events_per_s"] = actual
+        finally:
+            stop_gracefully(query)
+            writer.checkpoint_lock.release()
+        return out
+    finally:
+        spark.streams.removeListener(progress)
+        kafka.stop()
+
+
+def fast_forward(spark, conf, n: int, work: Path) -> dict:
+    """n batches of 10 records each straight through the writer (static DataFrames, Kafka-shaped)."""
+    records, _ = generate(Params(start_date=date(2026, 11, 1), days=1, sessions=None, events=n * 10, seed=11),
+                          FxTable(conf.path("paths.fx_rates")))
+    store = DeltaStore(spark, work / "wh-ff")
+    writer = BronzeBatchWriter(store, TOPICS, 65536, "ff", "run")
+    writer.ensure_tables()
+    offsets = {"orders": 0, "clicks": 0}
+    rows = []
+    now_ms = int(time.time() * 1000)
+    for r in records:
+        rows.append((r.key, r.value, r.topic, 0, offsets[r.topic], datetime.fromtimestamp(now_ms / 1000), 0))
+        offsets[r.topic] += 1
+    schema = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int"
+    durations = []
+    t0 = time.monotonic()
+    for b in range(n):
+        df = spark.createDataFrame(rows[b * 10:(b + 1) * 10], schema)
+        start = time.monotonic()
+        writer(df, b)
+        durations.append(time.monotonic() - start)
+        if (b + 1) % 100 == 0:
+            say(f"fast-forward: {b + 1}/{n} batches, last 100 median {statistics.median(durations[-100:]):.3f}s, "
+                f"{time.monotonic() - t0:.0f}s so far")
+    first, last = statistics.median(durations[:100]), statistics.median(durations[-100:])
+    out = {"batches": n, "first_100_median_s": round(first, 3), "last_100_median_s": round(last, 3),
+           "ratio": round(last / first, 2)}
+    say(f"fast-forward: first 100 median {first:.3f}s, last 100 median {last:.3f}s, ratio {last / first:.2f} (goal <= 1.2)")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=int, default=60, help="seconds of generator traffic per rate")
+    p.add_argument("--rates", type=int, nargs="+", default=[200, 2000])
+    p.add_argument("--singles", type=int, default=7, help="single-record batches (the first 2 are warm-up)")
+    p.add_argument("--trigger", default="2 seconds")
+    p.add_argument("--fast-forward", type=int, default=0, help="also run this many tiny batches (>= 200)")
+    p.add_argument("--skip-stream", action="store_true", help="only the fast-forward part")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    conf = cfg.load("local")
+    work = Path(tempfile.mkdtemp(prefix="shopstream-freshness-"))
+    event_dir = work / "events"
+    event_dir.mkdir()
+    spark = build_session(conf, app_name="bench-freshness",
+                          extra_conf={"spark.eventLog.enabled": "true", "spark.eventLog.dir": event_dir.as_uri(),
+                                      "spark.eventLog.rolling.enabled": "false",
+                                      "spark.eventLog.compress": "false"})
+    out = {"trigger": args.trigger, "cores": os.cpu_count()}
+    if not args.skip_stream:
+        out.update(stream_phases(spark, conf, args, work))
+    if args.fast_forward:
+        out["fast_forward"] = fast_forward(spark, conf, args.fast_forward, work)
+    spark.stop()
+    for phase in out.values():
+        if isinstance(phase, dict) and "windows" in phase:
+            phase["spark_jobs"] = _job_breakdown(event_dir, phase.pop("windows"))
+            say(f"{phase['phase']}: Spark jobs per batch {phase['spark_jobs']['jobs_per_batch']}, "
+                f"job time per batch (median) {phase['spark_jobs']['job_ms_per_batch_median']} ms")
+    text = json.dumps(out, indent=2, default=str)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
