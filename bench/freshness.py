@@ -137,7 +137,10 @@ def _job_breakdown(event_dir: Path, windows: list[tuple[float, float]]) -> dict:
                 if '"SparkListenerJobStart"' in line:
                     e = json.loads(line)
                     props = e.get("Properties") or {}
-                    site = (props.get("spark.job.description") or props.get("callSite.short") or "?").split(": ")[-1]
+                    site = props.get("spark.job.description") or props.get("callSite.short") or "?"
+                    # Delta names its state reconstructions "Compute snapshot for version: N"
+                    site = "delta: compute snapshot (state reconstruction)" if "Compute snapshot" in site \
+                        else site.split(": ")[-1]
                     starts[e["Job ID"]] = (e["Submission Time"] / 1000, site)
                 elif '"SparkListenerJobEnd"' in line:
                     e = json.loads(line)
