@@ -44,13 +44,9 @@ export SHOPSTREAM_HOME="$here"
 export PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"
 dist="$here/.cache/dist"
 mkdir -p "$dist"
-"$py" - "$here/lib" "$dist/shopstream.zip" <<'PY'
-import sys, zipfile, pathlib
-root, out = pathlib.Path(sys.argv[1]), sys.argv[2]
-with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-    for f in sorted((root / "shopstream").rglob("*.py")):
-        z.write(f, f.relative_to(root))
-PY
+# the package zip for --py-files: named by its content, never rewritten under a running job
+# (shopstream.packages.package_zip)
+pyfiles="$("$py" -m shopstream.packages package-zip "$here/lib" "$dist")"
 # a job's own --store flag (e.g. `silver --store snowflake`) decides the packages too: spark-submit
 # resolves them before the job starts
 store_args=()
@@ -74,7 +70,7 @@ pidfile="$(mktemp "${TMPDIR:-/tmp}/shopstream-driver.XXXXXX")"
 export SHOPSTREAM_DRIVER_PIDFILE="$pidfile"
 "$submit" --master "$master" --name "shopstream-$(basename "$script" .py)" \
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties" \
-  "${conf_args[@]}" ${extra[@]+"${extra[@]}"} --py-files "$dist/shopstream.zip" "$script" "$@" &
+  "${conf_args[@]}" ${extra[@]+"${extra[@]}"} --py-files "$pyfiles" "$script" "$@" &
 child=$!
 forward() {
   local driver

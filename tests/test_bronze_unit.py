@@ -196,3 +196,52 @@ def test_writer_uses_one_merge_per_table_bounded_by_batch(spark, writer):
     ids = sorted(r.ingestion_id for r in writer.store.read("bronze_clicks").collect())
     assert "ingest_date" in predicate and "2026-11-01" in predicate
     assert f">= {ids[0]}" in predicate and f"<= {ids[-1]}" in predicate   # BETWEEN, as Spark prints it
+
+
+def test_a_restarted_writer_skips_what_the_crashed_process_committed_and_counts_it(spark, tmp_path):
+    """A new process (new store, new writer) re-executing a batch whose MERGEs committed before
+    the crash but whose ledger row did not: it finds the commits by their txn marker in the
+    tables' logs, skips them, and counts their rows as inserted by this batch, not replayed."""
+    batch = spark.createDataFrame([_rec("orders", ORDER, 0), _rec("clicks", CLICK, 0),
+                                   _rec("clicks", CLICK, 1)], KAFKA)
+    crashed = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    crashed.ensure_tables()
+
+    def killed(*_args, **_kwargs):
+        raise RuntimeError("killed before the ledger row")
+
+    crashed.store.append = killed
+    with pytest.raises(RuntimeError):
+        crashed(batch, 0)
+    restarted = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    restarted(batch, 0)
+    assert restarted.results[0].skipped == {"orders": True, "clicks": True, "quarantine": False}
+    assert _table_counts(restarted) == {"bronze_orders": 1, "bronze_clicks": 2, "bronze_quarantine": 0}
+    (row,) = restarted.store.read("bronze_batches").collect()
+    assert (row.orders_inserted, row.clicks_inserted, row.replayed) == (1, 2, 0)
+    # the next batch of the same run is new, and a third process finds the ledger row recorded
+    restarted(spark.createDataFrame([_rec("clicks", CLICK, 2)], KAFKA), 1)
+    third = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    third(spark.createDataFrame([_rec("clicks", CLICK, 2)], KAFKA), 1)
+    assert third.results[0].skipped["clicks"] and third.results[0].inserted["clicks"] == 1
+    assert restarted.store.read("bronze_batches").count() == 2
+    # a new run (checkpoint replaced) re-reading the same records inserts nothing and says so
+    fresh = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-2")
+    fresh(batch, 0)
+    assert not fresh.results[0].replayed_batch and fresh.results[0].inserted == {"orders": 0, "clicks": 0,
+                                                                                  "quarantine": 0}
+
+
+def test_a_txn_recorded_by_delta_txn_options_is_honoured(spark, tmp_path):
+    """Tables written by earlier versions of the store carry Delta txn actions (txnAppId /
+    txnVersion) instead of the userMetadata marker: a re-executed batch still finds them."""
+    batch = spark.createDataFrame([_rec("clicks", CLICK, 0)], KAFKA)
+    w = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    w.ensure_tables()
+    rows = bronze.clicks_rows(w.route(batch, 0, TS))
+    (rows.write.format("delta").mode("append").option("txnAppId", "q:run-1").option("txnVersion", 0)
+     .save(w.store.path("bronze_clicks")))
+    again = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    again(batch, 0)
+    assert again.results[0].skipped["clicks"]
+    assert again.store.read("bronze_clicks").count() == 1

@@ -80,3 +80,33 @@ def test_profile_setting_must_match_the_installed_pyspark():
         packages.profile({packages.PROFILE_ENV: other})
     with pytest.raises(RuntimeError, match="not a profile"):
         packages.profile({packages.PROFILE_ENV: "spark30"})
+
+
+def test_package_zip_is_named_by_content_and_never_rewritten_under_a_reader(tmp_path):
+    """A running job's zip must stay byte-for-byte what it imported from: zipimport re-reads the
+    file by path through the index it loaded at start (a rewrite broke the bronze service)."""
+    import os
+    import zipfile
+
+    lib = tmp_path / "lib"
+    (lib / "shopstream" / "sub").mkdir(parents=True)
+    (lib / "shopstream" / "__init__.py").write_text("")
+    (lib / "shopstream" / "sub" / "m.py").write_text("X = 1\n")
+    dist = tmp_path / "dist"
+    first = packages.package_zip(lib, dist)
+    before = first.read_bytes()
+    assert packages.package_zip(lib, dist) == first and first.read_bytes() == before   # same sources: reused
+    with zipfile.ZipFile(first) as z:
+        assert sorted(z.namelist()) == ["shopstream/__init__.py", "shopstream/sub/m.py"]
+        held = z.open("shopstream/sub/m.py")            # a reader holding the old index
+        (lib / "shopstream" / "sub" / "m.py").write_text("X = 2\n")
+        second = packages.package_zip(lib, dist)
+        assert second != first and first.read_bytes() == before
+        assert held.read() == b"X = 1\n"
+    with zipfile.ZipFile(second) as z:
+        assert z.read("shopstream/sub/m.py") == b"X = 2\n"
+    # zips idle for longer than the limit go; the one in use stays
+    old = os.path.getmtime(first) - packages.ZIP_MAX_IDLE_S - 60
+    os.utime(first, (old, old))
+    assert packages.package_zip(lib, dist) == second and not first.exists() and second.exists()
+    assert not list(dist.glob("*.tmp"))

@@ -300,6 +300,42 @@ def resolve_spark(conf: cfg.Config | None = None, store_type: str = "delta") -> 
     resolved_jars_file(conf).write_text("\n".join(jars) + "\n")
 
 
+ZIP_MAX_IDLE_S = 30 * 86400
+
+
+def package_zip(lib_root: Path, dist: Path) -> Path:
+    """The shopstream package as a zip for --py-files, named by its content and never rewritten.
+
+    Python's zipimport re-opens the archive by path for every module it loads, so a running job
+    (the bronze service) whose zip another spark-submit.sh rewrote would read the new file
+    through the old index and fail ("Error -5 while decompressing data"). Same sources, same
+    zip; a changed source, a new file beside it. Written under a temporary name and renamed into
+    place; zips no job has used for ZIP_MAX_IDLE_S are removed."""
+    import hashlib
+    import os
+    import tempfile
+    import time
+    import zipfile
+
+    dist.mkdir(parents=True, exist_ok=True)
+    files = sorted((lib_root / "shopstream").rglob("*.py"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(lib_root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    out = dist / f"shopstream-{digest.hexdigest()[:16]}.zip"
+    if not out.exists():
+        fd, tmp = tempfile.mkstemp(dir=dist, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in files:
+                z.write(f, f.relative_to(lib_root))
+        os.replace(tmp, out)
+    os.utime(out)   # in use: not idle
+    for old in dist.glob("shopstream-*.zip"):
+        if old != out and time.time() - old.stat().st_mtime > ZIP_MAX_IDLE_S:
+            old.unlink(missing_ok=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shopstream.packages")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -315,10 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("profile")
     sub.add_parser("python-pins").add_argument("name")
     sub.add_parser("venv").add_argument("name")
+    z = sub.add_parser("package-zip", help="build (or reuse) the package zip for --py-files; prints its path")
+    z.add_argument("lib_root", type=Path)
+    z.add_argument("dist", type=Path)
     r = sub.add_parser("resolve-spark")
     r.add_argument("--env", default=None)
     r.add_argument("--store", default="delta")
     args = parser.parse_args(argv)
+    if args.cmd == "package-zip":
+        print(package_zip(args.lib_root, args.dist))
+        return 0
     if args.cmd in ("profile", "python-pins", "venv"):
         if args.cmd == "profile":
             print(profile())

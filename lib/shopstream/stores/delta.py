@@ -1,17 +1,26 @@
 """Delta Lake store: path-based tables under the warehouse folder (<warehouse>/<table>).
 
-Idempotent re-execution: Delta transaction identifiers. Around each write the session confs
-spark.databricks.delta.write.txnAppId / txnVersion are set (and cleared after); Delta records
-(appId, version) in the table's log in the same commit as the data and skips any later write
-of that table with a version <= the recorded one (MERGE included: delta-io/delta#1555).
+Idempotent re-execution: each write under a Txn (appId, version) carries the pair in its
+commit's userMetadata (`{"shopstream_txn": {"appId": ..., "version": ...}}`), atomically with the
+data. Before the first write of an appId to a table in this process, the store walks the table's
+log back to the latest commit carrying that appId (a Delta txn action from earlier versions of
+this store counts too) and remembers its version; a write with a version <= the remembered one
+is skipped, and committed_inserts() reads the rows the earlier commit inserted from it. After
+that, this process's own commits keep the remembered version current, so a steady stream pays
+no lookup at all.
 
-Limits: the confs are session-wide. Writes through this store hold a process-wide lock while
-they are set, so queries sharing a session through this store cannot mix them up, but another
-writer on the same session that bypasses the store while a MERGE runs would inherit them. The
-appId must change when the checkpoint is deleted (batch ids restart at 0), or Delta would skip
-new data: the bronze job puts a run id stored in the checkpoint folder into it.
+Why not Delta's own transaction identifiers (spark.databricks.delta.write.txnAppId/txnVersion,
+which the store used before): Delta answers every such write's lookup from a full state
+reconstruction of the table (Snapshot.transactions, 3 Spark jobs, ~0.3-0.5 s per commit here;
+bench/freshness.py), even when the table's .crc holds the same set transactions. A re-execution
+can only be the first batch after a restart, so the check is needed once per appId and table.
+
+Limits: one writer per appId (the bronze checkpoint lock guarantees it); the userMetadata conf
+is session-wide, so writes through this store hold a process-wide lock while it is set, and
+another writer on the same session that bypasses the store during a MERGE would inherit it. The
+appId must change when the checkpoint is deleted (batch ids restart at 0), or new data would be
+skipped: the bronze job puts a run id stored in the checkpoint folder into it.
 """
-
 from __future__ import annotations
 
 import json
@@ -27,8 +36,8 @@ from pyspark.sql import functions as F
 from shopstream import compat, locations
 from shopstream.stores.base import MaintenanceResult, MergeBounds, Store, TableSpec, Txn
 
-_TXN_APP = "spark.databricks.delta.write.txnAppId"
-_TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+_MARKER = "shopstream_txn"
 _txn_lock = threading.RLock()
 
 
@@ -41,6 +50,8 @@ class DeltaStore(Store):
         super().__init__(spark)
         # a URI (s3a://bucket/wh, hdfs://..., file:/...) or a local path; never a pathlib join
         self.warehouse = str(warehouse) if locations.scheme(str(warehouse)) else str(Path(warehouse).absolute())
+        # (table, appId) -> the latest txn version committed to that table (-1: none)
+        self._txn_versions: dict[tuple[str, str], int] = {}
 
     def path(self, name: str) -> str:
         return locations.join(self.warehouse, name)
@@ -62,60 +73,120 @@ class DeltaStore(Store):
             builder = builder.partitionedBy(spec.partition_by)
         builder.execute()
 
+    @staticmethod
+    def _marker(txn: Txn) -> str:
+        return json.dumps({_MARKER: {"appId": txn.app_id, "version": txn.version}}, sort_keys=True)
+
     @contextmanager
-    def _txn(self, txn: Txn | None):
-        if txn is None:
-            yield
-            return
+    def _user_metadata(self, txn: Txn):
         with _txn_lock:
-            self.spark.conf.set(_TXN_APP, txn.app_id)
-            self.spark.conf.set(_TXN_VERSION, str(txn.version))
+            self.spark.conf.set(_USER_METADATA, self._marker(txn))
             try:
                 yield
             finally:
-                self.spark.conf.unset(_TXN_APP)
-                self.spark.conf.unset(_TXN_VERSION)
+                self.spark.conf.unset(_USER_METADATA)
 
-    def insert_new(self, spec: TableSpec, source: DataFrame, bounds: MergeBounds, txn: Txn) -> int | None:
-        key, part = spec.key, spec.partition_by
-        dates = ", ".join(f"DATE'{d.isoformat()}'" for d in bounds.dates)
-        condition = (f"t.{key} = s.{key} AND t.{part} IN ({dates}) "
-                     f"AND t.{key} BETWEEN {_sql_literal(bounds.min_id)} AND {_sql_literal(bounds.max_id)}")
-        target = DeltaTable.forPath(self.spark, self.path(spec.name))
-        with self._txn(txn):
-            # one metrics row, or none when Delta skipped the txn
-            rows = compat.merge_metrics(target.alias("t").merge(source.alias("s"), condition)
-                                        .whenNotMatchedInsertAll(), self.spark)
-        return int(rows[0]["num_inserted_rows"]) if rows else None
-
-    def committed_inserts(self, spec: TableSpec, txn: Txn, search_commits: int = 50) -> int | None:
-        """From the table's log: the commit (among the last `search_commits`) whose txn action is
-        (txn.app_id, txn.version), and the rows its MERGE inserted (operationMetrics)."""
-        table = self.path(spec.name)
+    def _commits(self, name: str):
+        """The table's commits, newest first: (version, [parsed actions]); stops where the log's
+        older JSON files were cleaned up."""
+        if not self.exists(name):
+            return
         jvm = self.spark._jvm
-        conf = self.spark._jsc.hadoopConfiguration()
-        for h in DeltaTable.forPath(self.spark, table).history(search_commits).select(
-                "version", "operationMetrics").collect():
-            path = jvm.org.apache.hadoop.fs.Path(f"{table}/_delta_log/{int(h.version):020d}.json")
-            fs = path.getFileSystem(conf)
+        latest = int(DeltaTable.forPath(self.spark, self.path(name)).history(1).select("version").first()[0])
+        log = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log")
+        fs = log.getFileSystem(self.spark._jsc.hadoopConfiguration())
+        for v in range(latest, -1, -1):
+            path = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log/{v:020d}.json")
             if not fs.exists(path):
-                continue
+                return
             stream = fs.open(path)
             try:
                 text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
             finally:
                 stream.close()
-            for line in text.splitlines():
-                action = json.loads(line).get("txn") if '"txn"' in line else None
-                if action and action.get("appId") == txn.app_id and int(action.get("version", -1)) == txn.version:
-                    return int((h.operationMetrics or {}).get("numTargetRowsInserted", 0))
+            yield v, [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    @staticmethod
+    def _txn_of(actions: list[dict]) -> tuple[str, int, dict] | None:
+        """(appId, txn version, operationMetrics) when this commit carries a txn: our userMetadata
+        marker, or a Delta txn action (written by earlier versions of this store)."""
+        info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        metrics = info.get("operationMetrics") or {}
+        meta = info.get("userMetadata")
+        if meta and _MARKER in meta:
+            try:
+                mark = json.loads(meta).get(_MARKER) or {}
+            except ValueError:
+                mark = {}
+            if "appId" in mark and "version" in mark:
+                return str(mark["appId"]), int(mark["version"]), metrics
+        for a in actions:
+            t = a.get("txn")
+            if t and "appId" in t:
+                return str(t["appId"]), int(t.get("version", -1)), metrics
+        return None
+
+    def _latest_txn(self, name: str) -> tuple[str, int, dict] | None:
+        """The newest commit of the table that carries any txn. Writers of the same tables run
+        one after another (one bronze query per checkpoint, a new run id when the checkpoint is
+        replaced), so when the newest txn is another appId's, this appId has not written since:
+        the walk back stops there instead of reading a long log."""
+        return next((t for _v, actions in self._commits(name) if (t := self._txn_of(actions)) is not None), None)
+
+    def _recorded_version(self, name: str, app_id: str) -> int:
+        """The latest txn version of app_id committed to the table (-1: none); the log is read
+        once per (table, appId) in this process, then kept current by this process's commits."""
+        key = (name, app_id)
+        if key not in self._txn_versions:
+            latest = self._latest_txn(name)
+            self._txn_versions[key] = latest[1] if latest and latest[0] == app_id else -1
+        return self._txn_versions[key]
+
+    def _applied(self, name: str, txn: Txn) -> bool:
+        return txn.version <= self._recorded_version(name, txn.app_id)
+
+    def _remember(self, name: str, txn: Txn) -> None:
+        key = (name, txn.app_id)
+        self._txn_versions[key] = max(self._txn_versions.get(key, -1), txn.version)
+
+    def insert_new(self, spec: TableSpec, source: DataFrame, bounds: MergeBounds, txn: Txn) -> int | None:
+        if self._applied(spec.name, txn):
+            return None
+        key, part = spec.key, spec.partition_by
+        dates = ", ".join(f"DATE'{d.isoformat()}'" for d in bounds.dates)
+        condition = (f"t.{key} = s.{key} AND t.{part} IN ({dates}) "
+                     f"AND t.{key} BETWEEN {_sql_literal(bounds.min_id)} AND {_sql_literal(bounds.max_id)}")
+        target = DeltaTable.forPath(self.spark, self.path(spec.name))
+        with self._user_metadata(txn):
+            rows = compat.merge_metrics(target.alias("t").merge(source.alias("s"), condition)
+                                        .whenNotMatchedInsertAll(), self.spark)
+        self._remember(spec.name, txn)
+        return int(rows[0]["num_inserted_rows"]) if rows else 0
+
+    def committed_inserts(self, spec: TableSpec, txn: Txn) -> int | None:
+        """From the table's log: the rows the commit carrying (txn.app_id, txn.version) inserted
+        (its MERGE's operationMetrics), searched newest first, back to an older txn of this
+        appId or another appId's."""
+        for _v, actions in self._commits(spec.name):
+            found = self._txn_of(actions)
+            if found is None:
+                continue
+            app, version, metrics = found
+            if app != txn.app_id or version < txn.version:
+                return None
+            if version == txn.version:
+                return int(metrics.get("numTargetRowsInserted", 0))
         return None
 
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
         writer = df.select(*spec.schema.fieldNames()).write.format("delta").mode("append")
-        if txn is not None:  # Delta skips the append if this (appId, version) is recorded
-            writer = writer.option("txnAppId", txn.app_id).option("txnVersion", txn.version)
+        if txn is not None:
+            if self._applied(spec.name, txn):   # this (appId, version) is in the table already
+                return
+            writer = writer.option("userMetadata", self._marker(txn))
         writer.save(self.path(spec.name))
+        if txn is not None:
+            self._remember(spec.name, txn)
 
     def read(self, name: str) -> DataFrame:
         return self.spark.read.format("delta").load(self.path(name))
