@@ -161,7 +161,11 @@ class DeltaStore(Store):
             rows = compat.merge_metrics(target.alias("t").merge(source.alias("s"), condition)
                                         .whenNotMatchedInsertAll(), self.spark)
         self._remember(spec.name, txn)
-        return int(rows[0]["num_inserted_rows"]) if rows else 0
+        if rows:
+            return int(rows[0]["num_inserted_rows"])
+        # Delta 3.3 (the Spark 3.5 line) returns no metrics from a MERGE: its commit has them
+        n = self.committed_inserts(spec, txn)
+        return 0 if n is None else n
 
     def committed_inserts(self, spec: TableSpec, txn: Txn) -> int | None:
         """From the table's log: the rows the commit carrying (txn.app_id, txn.version) inserted
