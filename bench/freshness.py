@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -305,6 +306,7 @@ def main(argv=None) -> int:
             phase["spark_jobs"] = _job_breakdown(event_dir, phase.pop("windows"))
             say(f"{phase['phase']}: Spark jobs per batch {phase['spark_jobs']['jobs_per_batch']}, "
                 f"job time per batch (median) {phase['spark_jobs']['job_ms_per_batch_median']} ms")
+    shutil.rmtree(work, ignore_errors=True)   # broker data, tables, event log: read by now
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if args.out:

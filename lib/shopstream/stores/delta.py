@@ -91,19 +91,11 @@ class DeltaStore(Store):
         older JSON files were cleaned up."""
         if not self.exists(name):
             return
-        jvm = self.spark._jvm
         latest = int(DeltaTable.forPath(self.spark, self.path(name)).history(1).select("version").first()[0])
-        log = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log")
-        fs = log.getFileSystem(self.spark._jsc.hadoopConfiguration())
         for v in range(latest, -1, -1):
-            path = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log/{v:020d}.json")
-            if not fs.exists(path):
+            text = locations.read_text(self.spark, locations.join(self.path(name), "_delta_log", f"{v:020d}.json"))
+            if text is None:
                 return
-            stream = fs.open(path)
-            try:
-                text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-            finally:
-                stream.close()
             yield v, [json.loads(line) for line in text.splitlines() if line.strip()]
 
     @staticmethod
