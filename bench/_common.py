@@ -40,7 +40,14 @@ class Loaded:
 
 
 def stage_kafka_rows(params: Params, fx: FxTable, out: Path) -> tuple[int, dict]:
-    """Generator records as Kafka-shaped Parquet files (partition/offset assigned per topic)."""
+    """Generator records as Kafka-shaped Parquet files (partition/offset assigned per topic);
+    returns the record count and the ground truth's summary."""
+    n, truth = stage_records(params, fx, out)
+    return n, truth.summary()
+
+
+def stage_records(params: Params, fx: FxTable, out: Path):
+    """As stage_kafka_rows, returning the GroundTruth itself (its orders, for as-of checks)."""
     records, truth = generate(params, fx)
     offsets = {"orders": 0, "clicks": 0}
     names = ("key", "value", "topic", "partition", "offset", "timestamp", "timestampType")
@@ -73,8 +80,9 @@ def stage_kafka_rows(params: Params, fx: FxTable, out: Path) -> tuple[int, dict]
         n += 1
         if n % CHUNK == 0:
             flush()
+            print(f"  staged {n:,} records", flush=True)
     flush()
-    return n, truth.summary()
+    return n, truth
 
 
 def load_bronze(spark, conf, events: int, days: int, work: Path) -> Loaded:
@@ -106,11 +114,11 @@ def load_bronze(spark, conf, events: int, days: int, work: Path) -> Loaded:
     return Loaded(store, n, truth, dates, generate_s, bronze_s)
 
 
-def session(conf, app_name: str):
-    """The benchmarks' local session: 8 GB driver, 8 shuffle partitions, no UI."""
+def session(conf, app_name: str, extra: dict | None = None):
+    """The benchmarks' local session: 8 GB driver, 8 shuffle partitions, no UI (+ `extra`)."""
     return build_session(conf, app_name=app_name,
                          extra_conf={"spark.ui.enabled": "false", "spark.driver.memory": "8g",
-                                     "spark.sql.shuffle.partitions": "8"})
+                                     "spark.sql.shuffle.partitions": "8", **(extra or {})})
 
 
 def reset_peaks(*pids: int) -> None:

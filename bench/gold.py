@@ -117,6 +117,25 @@ def compare(store: DeltaStore, con) -> None:
             raise AssertionError(f"Spark and DuckDB disagree on {name}: {diff}")
 
 
+def gold_jobs(event_dir: Path) -> list[tuple[float, str]]:
+    """The Spark jobs of the timed gold run (job group "gold") from the event log: (seconds,
+    what), in order; `what` is Delta's job description (snapshot rebuilds, file filtering, MERGE
+    steps) or the call site (a table write's `save`, a driver `collect`)."""
+    import json
+
+    jobs: dict[int, list] = {}
+    for f in event_dir.iterdir():
+        for line in f.read_text().splitlines():
+            e = json.loads(line)
+            if e["Event"] == "SparkListenerJobStart" and (e.get("Properties") or {}).get("spark.jobGroup.id") == "gold":
+                desc = (e["Properties"].get("spark.job.description") or "").replace("gold", "").strip(" :-")
+                site = e["Stage Infos"][-1]["Stage Name"].split(" at ")[0] if e["Stage Infos"] else "?"
+                jobs[e["Job ID"]] = [e["Submission Time"], e["Submission Time"], desc or site]
+            elif e["Event"] == "SparkListenerJobEnd" and e["Job ID"] in jobs:
+                jobs[e["Job ID"]][1] = e["Completion Time"]
+    return [((end - start) / 1000, what) for start, end, what in (jobs[k] for k in sorted(jobs))]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=10_000_000)
@@ -125,7 +144,10 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     conf = cfg.load()
-    spark = _common.session(conf, "bench-gold")
+    event_dir = Path(tempfile.mkdtemp(prefix="shopstream-bench-gold-events-"))
+    spark = _common.session(conf, "bench-gold", extra={
+        "spark.eventLog.enabled": "true", "spark.eventLog.dir": event_dir.as_uri(),
+        "spark.eventLog.rolling.enabled": "false", "spark.eventLog.compress": "false"})
     work = None
     try:
         if args.warehouse is not None:
@@ -141,7 +163,9 @@ def main() -> int:
             silver_range(store, days[0], days[-1], SilverSettings(late_days=2))
         ensure_gold_tables(store)
         t0 = time.perf_counter()
+        spark.sparkContext.setJobGroup("gold", "gold")
         gold_range(store, days[0], days[-1])
+        spark.sparkContext.setJobGroup("check", "check")
         spark_s = time.perf_counter() - t0
         duck_s, con = duckdb_gold(store, days[0], days[-1])
         compare(store, con)
@@ -149,10 +173,23 @@ def main() -> int:
         sessions = store.read("silver_sessions").count()
     finally:
         spark.stop()
+        jobs = gold_jobs(event_dir)
+        shutil.rmtree(event_dir, ignore_errors=True)
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
     out = {"events": events, "dates": len(days), "silver_orders": orders, "silver_sessions": sessions,
            "spark_gold_s": spark_s, "duckdb_gold_s": duck_s, "spark_over_duckdb": spark_s / duck_s}
+    kinds: dict[str, list[float]] = {}
+    for seconds, what in jobs:
+        kind = ("Delta snapshot rebuild" if "Compute snapshot" in what else
+                "Delta file filtering" if "Filtering files" in what else
+                "MERGE" if "MERGE" in what else "table write (save)" if what.startswith("save") else what)
+        kinds.setdefault(kind, []).append(seconds)
+    print(f"Spark jobs of the gold run: {len(jobs)}, {sum(s for s, _ in jobs):.1f}s of job time in {spark_s:.1f}s")
+    for kind, secs in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
+        print(f"  {len(secs):>3} x {kind[:60]:<60} {sum(secs):6.2f}s")
+    out["spark_jobs"] = len(jobs)
+    out["job_seconds"] = {k: sum(v) for k, v in kinds.items()}
     print(f"gold over {events:,} events ({len(days)} dates; {orders:,} orders, {sessions:,} sessions): "
           f"Spark {spark_s:.1f}s, DuckDB {duck_s:.2f}s -> Spark/DuckDB {spark_s / duck_s:.1f}x (same answers)")
     _common.write_json(args.json, out)

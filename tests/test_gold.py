@@ -15,7 +15,7 @@ def _order(order_id, status, created, country, channel, currency, total, rate, i
     return (order_id, status, ts, created, None, None, None, currency, D(total), D(rate),
             (D(total) * D(rate)).quantize(D("0.0000000001")),
             [(f"p{i}", c, q, D(p)) for i, (c, q, p) in enumerate(items)], "u", session, country,
-            "mobile" if channel else None, channel, ts, f"e-{order_id}")
+            "mobile" if channel else None, channel, ts, f"e-{order_id}", None)   # id_date: not a UUIDv7
 
 
 ORDERS = [

@@ -3,7 +3,7 @@ store's own control flow and real Spark DataFrames; auth options; identifier saf
 
 import logging
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 import pytest
 
@@ -170,6 +170,48 @@ def test_upsert_applies_only_newer_events_and_reruns_change_nothing(spark, sf):
         sf.upsert(spec, s, silver.orders_update_set())
     got = sf.read(spec.name).select("status", "created_at", "paid_at", "currency", "last_event_id").collect()
     assert [tuple(r) for r in got] == [("paid", t(10), t(11), "USD", "e2")]   # microseconds kept
+
+
+@pytest.mark.connector
+@pytest.mark.spark35
+def test_silver_orders_upsert_is_bounded_to_its_id_dates_and_an_old_table_is_migrated(spark, sf):
+    """A silver_orders table from before the id_date layout gets the column (filled from each
+    order id) and the clustering key once; upserts then carry literal id-date bounds and still
+    match rows of ids that are not UUIDv7 (null id_date)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from shopstream import silver
+    from shopstream.ids import uuid7_at
+    from shopstream.stores.base import TableSpec
+
+    spec = SILVER_TABLES["orders"]
+    old = TableSpec(spec.name, T.StructType([f for f in spec.schema.fields if f.name != "id_date"]))
+    sf.run(q.create_table(sf.loc, old))                      # as the store created it before
+    at = datetime(2026, 9, 3, 8, 0)
+    v7 = uuid7_at(int(at.replace(tzinfo=timezone.utc).timestamp() * 1000), 5)
+
+    def state(oid, status, last_id, fields):
+        r = dict.fromkeys(fields.fieldNames())
+        r.update(order_id=oid, status=status, created_at=at, created_date=at.date(), last_event_time=at,
+                 last_event_id=last_id, currency="USD")
+        return spark.createDataFrame([tuple(r[n] for n in fields.fieldNames())], fields)
+
+    sf.append(old, state(v7, "created", "e1", old.schema).unionByName(state("ORD-1", "created", "e2", old.schema)))
+    sf.ensure_table(spec)
+    got = {r.order_id: r.id_date for r in sf.read(spec.name).collect()}
+    assert got == {v7: at.date(), "ORD-1": None}
+    assert any(s.startswith("ALTER TABLE") and "CLUSTER BY" in s for s in sf.sql_log)
+
+    later = at.replace(hour=9)
+    for oid in (v7, "ORD-1"):
+        src = state(oid, "paid", "e9", spec.schema).withColumn("last_event_time", F.lit(later)) \
+            .withColumn("id_date", silver.uuid7_date(F.col("order_id")))
+        sf.upsert(spec, src, silver.orders_update_set())
+    merges = [s for s in sf.sql_log if s.startswith("MERGE")]
+    assert "\"ID_DATE\" IN ('2026-09-03'::DATE)" in merges[0] and "\"ID_DATE\" IS NULL" in merges[1]
+    rows = {r.order_id: r.status for r in sf.read(spec.name).collect()}
+    assert rows == {v7: "paid", "ORD-1": "paid"}                 # matched in place, no key twice
 
 
 @pytest.mark.connector

@@ -67,7 +67,8 @@ GOLD_DAILY_FUNNEL = T.StructType(
     + [T.StructField("conversion_rate", RATE)]
 )
 
-# which silver_order_changes version each gold date was built from (pipeline.gold_range)
+# which silver_order_changes version each gold date was built from (pipeline.gold_range);
+# append-only, a date's latest row counts
 GOLD_BUILDS = T.StructType([
     T.StructField("sales_date", T.DateType(), False),
     T.StructField("change_id", T.StringType()),

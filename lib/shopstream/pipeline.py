@@ -26,10 +26,14 @@ SILVER_TABLES = {
     "clicks": TableSpec("silver_clicks", silver.SILVER_CLICKS, "event_date", "event_id"),
     "rejects": TableSpec("silver_rejects", silver.SILVER_REJECTS, "silver_date"),
     "sessions": TableSpec("silver_sessions", silver.SILVER_SESSIONS, "session_date", "session_id"),
-    "orders": TableSpec("silver_orders", silver.SILVER_ORDERS, None, "order_id"),
+    # partitioned by the date in its UUIDv7 order id (silver.uuid7_date), so that a day's upsert
+    # reads and rewrites only the days its orders were created on (a table from before gets the
+    # column and the partitioning in one rewrite)
+    "orders": TableSpec("silver_orders", silver.SILVER_ORDERS, "id_date", "order_id", backfill=silver.with_id_date),
     "audit": TableSpec("silver_audit", silver.SILVER_AUDIT, "event_date"),
-    # creation dates whose orders a silver run changed, with that run's id: gold rebuilds a date
-    # whose change_id differs from the one it last built it from (gold_builds)
+    # creation dates whose orders a silver run changed, with that run's id (append-only: a date's
+    # latest row counts): gold rebuilds a date whose latest change_id differs from the one it
+    # last built it from (gold_builds, append-only too)
     "order_changes": TableSpec("silver_order_changes", silver.SILVER_ORDER_CHANGES, None, "created_date"),
 }
 
@@ -212,18 +216,25 @@ def _upsert_orders(store: Store, first: date, last: date, settings: SilverSettin
     attrs = (clicks.groupBy("session_id")
              .agg(F.min_by(F.struct("device", "channel"), F.struct("event_time", "event_id")).alias("a"))
              .select("session_id", "a.device", "a.channel"))
-    store.upsert(SILVER_TABLES["orders"], silver.order_state(events, attrs), silver.orders_update_set())
+    # the id dates of the range's orders: the partitions the upsert reads and rewrites
+    id_dates = [r[0] for r in events.select(silver.uuid7_date(F.col("order_id"))).distinct().collect()]
+    store.upsert(SILVER_TABLES["orders"], silver.order_state(events, attrs), silver.orders_update_set(),
+                 partitions=id_dates)
     # the creation dates of every order this run touched (the orders of the range's events),
     # after the upsert: an order created on an earlier date keeps the created_date it has there
-    changed = sorted(r.created_date for r in store.read("silver_orders")
+    in_parts = F.col("id_date").isin(*[d for d in id_dates if d is not None])
+    if None in id_dates:
+        in_parts = in_parts | F.col("id_date").isNull()
+    changed = sorted(r.created_date for r in store.read("silver_orders").where(in_parts)
                      .join(events.select("order_id").distinct(), "order_id", how="left_semi")
                      .where(F.col("created_date").isNotNull()).select("created_date").distinct().collect())
     if changed:
         now = datetime.now(timezone.utc)
         change_id = uuid7_at(int(now.timestamp() * 1000), random.getrandbits(74))
         rows = [(d, change_id, now) for d in changed]
-        store.upsert(SILVER_TABLES["order_changes"], literal_rows(store.spark, rows, silver.SILVER_ORDER_CHANGES),
-                     {"change_id": "s.change_id", "changed_at": "s.changed_at"})
+        # appended (a blind append: no MERGE, no scan of the table); readers take each date's
+        # latest row (latest_by_date)
+        store.append(SILVER_TABLES["order_changes"], literal_rows(store.spark, rows, silver.SILVER_ORDER_CHANGES))
     log.info("silver orders upserted: %d creation date(s) changed", len(changed))
 
 
@@ -262,6 +273,13 @@ def _gold_sales(store: Store, first: date, last: date) -> None:
         orders.unpersist()
 
 
+def latest_by_date(df: DataFrame, date_col: str, at_col: str) -> dict:
+    """{date: change_id} of each date's latest row (by `at_col`, then change_id): the tables
+    silver_order_changes and gold_builds are append-only logs."""
+    latest = F.max_by("change_id", F.struct(at_col, "change_id")).alias("change_id")
+    return {r[0]: r[1] for r in df.groupBy(date_col).agg(latest).collect()}
+
+
 def gold_range(store: Store, first: date, last: date, funnel_steps: tuple[str, ...] = gold.FUNNEL_STEPS) -> list[date]:
     """Rebuild the gold partitions of [first, last], and the sales of every other creation date
     whose orders silver changed since gold last built it (late refunds and cancellations).
@@ -269,8 +287,8 @@ def gold_range(store: Store, first: date, last: date, funnel_steps: tuple[str, .
     Returns the extra dates rebuilt.
     """
     t0 = time.monotonic()
-    changes = {r.created_date: r.change_id for r in store.read("silver_order_changes").collect()}
-    built = {r.sales_date: r.change_id for r in store.read("gold_builds").collect()}
+    changes = latest_by_date(store.read("silver_order_changes"), "created_date", "changed_at")
+    built = latest_by_date(store.read("gold_builds"), "sales_date", "built_at")
     extra = sorted(d for d, cid in changes.items() if built.get(d) != cid and not first <= d <= last)
     for lo, hi in [(first, last)] + _runs(extra):
         _gold_sales(store, lo, hi)
@@ -279,8 +297,7 @@ def gold_range(store: Store, first: date, last: date, funnel_steps: tuple[str, .
                              first, last)
     now = datetime.now(timezone.utc)
     rows = [(d, changes.get(d), now) for d in dates(first, last) + extra]
-    store.upsert(GOLD_TABLES["builds"], literal_rows(store.spark, rows, gold.GOLD_BUILDS),
-                 {"change_id": "s.change_id", "built_at": "s.built_at"})
+    store.append(GOLD_TABLES["builds"], literal_rows(store.spark, rows, gold.GOLD_BUILDS))
     log.info("gold dates=%s..%s, changed creation dates rebuilt: %s (%.1fs)", first, last,
              ", ".join(map(str, extra)) or "none", time.monotonic() - t0)
     return extra

@@ -100,6 +100,10 @@ SILVER_ORDERS = T.StructType([
     T.StructField("channel", T.StringType()),
     T.StructField("last_event_time", T.TimestampType(), False),
     T.StructField("last_event_id", T.StringType(), False),
+    # the UTC date in the UUIDv7 order id (its creation millisecond); null for any other id. The
+    # table's partition column: fixed per key, so a day's upsert is bounded to the dates its
+    # orders' ids carry (the days those orders were created), whatever the table's age
+    T.StructField("id_date", T.DateType()),
 ])
 
 SILVER_SESSIONS = T.StructType([
@@ -360,6 +364,22 @@ def rejects_rows(df: DataFrame, source: str) -> DataFrame:
 
 # --- silver_orders: partial state per order from a set of order events ------------------------
 
+_MAX_DATE_MS = 253402300799999   # 9999-12-31T23:59:59.999Z: later ids have no date (Python's date ends there)
+
+
+def uuid7_date(c: Column) -> Column:
+    """The UTC date of a canonical UUIDv7's embedded unix milliseconds (its first 48 bits); null
+    for any other text. Day arithmetic on the epoch: independent of the session time zone."""
+    ms = F.conv(F.substring(F.regexp_replace(c, "-", ""), 1, 12), 16, 10).cast("long")
+    return F.when(c.rlike(UUID7_RE) & (ms <= F.lit(_MAX_DATE_MS)),
+                  F.date_add(F.lit(date(1970, 1, 1)), F.floor(ms / F.lit(86_400_000)).cast("int")))
+
+
+def with_id_date(orders: DataFrame) -> DataFrame:
+    """silver_orders rows of a table written before id_date existed, with it (the migration)."""
+    return orders.withColumn("id_date", uuid7_date(F.col("order_id")))
+
+
 def order_state(events: DataFrame, sessions_attrs: DataFrame) -> DataFrame:
     """One row per order_id summarising `events` (silver_order_events rows).
 
@@ -396,7 +416,8 @@ def order_state(events: DataFrame, sessions_attrs: DataFrame) -> DataFrame:
                 F.col("_a.session_id").alias("session_id"), F.col("_a.country").alias("country"),
                 F.col("device"), F.col("channel"),
                 F.col("_latest_key.event_time").alias("last_event_time"),
-                F.col("_latest_key.event_id").alias("last_event_id")))
+                F.col("_latest_key.event_id").alias("last_event_id"),
+                uuid7_date(F.col("order_id")).alias("id_date")))
 
 
 def _earliest(col: str) -> str:

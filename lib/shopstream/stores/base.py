@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Callable, Iterable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -33,6 +34,9 @@ class TableSpec:
     schema: T.StructType
     partition_by: str | None = None
     key: str | tuple[str, ...] | None = None   # a tuple: a composite key (upsert only)
+    # for columns added after tables were created: the table's rows (old schema) -> the rows
+    # with every spec column; a table that lacks one is rewritten once by ensure_table
+    backfill: Callable[[DataFrame], DataFrame] | None = field(default=None, compare=False)
 
     @property
     def key_columns(self) -> tuple[str, ...]:
@@ -84,9 +88,31 @@ class Store(ABC):
         return MaintenanceResult(spec.name, "nothing to do for this store")
 
     @abstractmethod
-    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
+    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str],
+               partitions: Iterable[date | None] | None = None) -> None:
         """One MERGE on spec.key: matched rows get `update_set` (column -> SQL expression over
-        aliases t = target and s = source); unmatched source rows are inserted whole."""
+        aliases t = target and s = source); unmatched source rows are inserted whole.
+
+        On a partitioned spec the MERGE reads only the target partitions the source covers:
+        `partitions` are the source's values of spec.partition_by (computed from the source
+        when not given; None in them: the null partition). The partition column must be a
+        function of the key, so that a source row can only match inside its own partition.
+        """
+
+
+def partition_predicate(column: str, values, literal: Callable[[date], str]) -> str:
+    """`column` within the given dates (None: the null partition), as SQL literals (`literal`
+    renders one date in the store's dialect), so that the store prunes on them."""
+    dates = sorted({v for v in values if v is not None})
+    terms = [f"{column} IN ({', '.join(literal(d) for d in dates)})"] if dates else []
+    if any(v is None for v in values):
+        terms.append(f"{column} IS NULL")
+    return f"({' OR '.join(terms)})" if terms else "FALSE"
+
+
+def partition_values(source: DataFrame, column: str) -> list[date | None]:
+    """The distinct values of a source's partition column (one small Spark job)."""
+    return [r[0] for r in source.select(column).distinct().collect()]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ skipped: the bronze job puts a run id stored in the checkpoint folder into it.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from contextlib import contextmanager
 from datetime import date
@@ -34,7 +35,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from shopstream import compat, locations
-from shopstream.stores.base import MaintenanceResult, MergeBounds, Store, TableSpec, Txn
+from shopstream.stores.base import (MaintenanceResult, MergeBounds, Store, TableSpec, Txn, partition_predicate,
+                                    partition_values)
+
+log = logging.getLogger("shopstream.stores.delta")
 
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 _MARKER = "shopstream_txn"
@@ -67,11 +71,29 @@ class DeltaStore(Store):
             f.getPath().getName().endswith((".json", ".checkpoint.parquet")) for f in fs.listStatus(log))
 
     def ensure_table(self, spec: TableSpec) -> None:
+        if spec.backfill is not None and self.exists(spec.name):
+            self._migrate(spec)
+            return
         builder = (DeltaTable.createIfNotExists(self.spark).location(self.path(spec.name))
                    .addColumns(spec.schema))
         if spec.partition_by:
             builder = builder.partitionedBy(spec.partition_by)
         builder.execute()
+
+    def _migrate(self, spec: TableSpec) -> None:
+        """A table written before the spec gained columns or its partitioning: rewritten once,
+        in one commit (an overwrite with the new schema and partitioning; readers see the old
+        version or the new one)."""
+        detail = self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(spec.name)}`").first()
+        current = self.read(spec.name)
+        missing = [c for c in spec.schema.fieldNames() if c not in current.columns]
+        parts = [spec.partition_by] if spec.partition_by else []
+        if not missing and list(detail["partitionColumns"]) == parts:
+            return
+        log.warning("%s: rewriting the table once (adding %s, partitioned by %s)", spec.name,
+                    ", ".join(missing) or "no column", ", ".join(parts) or "nothing")
+        (spec.backfill(current).select(*spec.schema.fieldNames()).write.format("delta").mode("overwrite")
+         .option("overwriteSchema", "true").partitionBy(*parts).save(self.path(spec.name)))
 
     @staticmethod
     def _marker(txn: Txn) -> str:
@@ -195,10 +217,15 @@ class DeltaStore(Store):
                                  f"AND {spec.partition_by} <= DATE'{last.isoformat()}'")
          .save(self.path(spec.name)))
 
-    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
+    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str],
+               partitions=None) -> None:
         target = DeltaTable.forPath(self.spark, self.path(spec.name))
         columns = spec.schema.fieldNames()
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key_columns)
+        if spec.partition_by:
+            # literal partition values: Delta prunes the target to them before the join
+            values = partition_values(source, spec.partition_by) if partitions is None else list(partitions)
+            on += f" AND {partition_predicate('t.' + spec.partition_by, values, lambda d: f'DATE{d.isoformat()!r}')}"
         (target.alias("t").merge(source.select(*columns).alias("s"), on)
          .whenMatchedUpdate(set={c: F.expr(e) for c, e in update_set.items()})
          .whenNotMatchedInsert(values={c: F.col(f"s.{c}") for c in columns}).execute())

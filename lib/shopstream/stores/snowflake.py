@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from shopstream import config as cfg
 from shopstream.stores import snowflake_sql as q
-from shopstream.stores.base import MaintenanceResult, MergeBounds, Store, TableSpec, Txn
+from shopstream.stores.base import MaintenanceResult, MergeBounds, Store, TableSpec, Txn, partition_values
 
 log = logging.getLogger("shopstream.snowflake")
 SOURCE = "net.snowflake.spark.snowflake"
@@ -255,7 +256,34 @@ class SnowflakeStore(Store):
         return bool(rows and rows[0][0])
 
     def ensure_table(self, spec: TableSpec) -> None:
+        if spec.backfill is not None and self.exists(spec.name):
+            self._migrate(spec)
+            return
         self.run(q.create_table(self.loc, spec))
+
+    def _migrate(self, spec: TableSpec) -> None:
+        """A table created before the spec gained columns: each missing column added, filled
+        from the spec's backfill of the current rows (staged, one UPDATE), and the table
+        clustered by the spec's partition column."""
+        have = {str(r[0]).upper() for r in self.run(q.table_columns(self.loc, spec.name))}
+        missing = [f for f in spec.schema.fields if f.name.upper() not in have]
+        if not missing:
+            return
+        log.warning("%s: adding %s (filled once from the existing rows)", spec.name,
+                    ", ".join(f.name for f in missing))
+        names = [f.name for f in missing]
+        old = TableSpec(spec.name, T.StructType([f for f in spec.schema.fields if f.name not in names]))
+        current = as_spark_types(self.spark.read.format(SOURCE).options(**self.options.for_spark())
+                                 .option("dbtable", self.loc.table(spec.name)).load(), old)
+        keys = list(spec.key_columns)
+        fill = spec.backfill(current).select(*keys, *names)
+        fill_spec = TableSpec(spec.name, T.StructType([spec.schema[c] for c in keys + names]), key=spec.key)
+        for f in missing:
+            self.run(q.add_column(self.loc, spec.name, f))
+        with self._staged(fill_spec, fill) as staging:
+            self.run(q.backfill_columns(self.loc, fill_spec, staging, names))
+        if spec.partition_by:
+            self.run(q.cluster_by(self.loc, spec))
 
     def insert_new(self, spec: TableSpec, source: DataFrame, bounds: MergeBounds, txn: Txn) -> int | None:
         self._ledger()
@@ -294,9 +322,12 @@ class SnowflakeStore(Store):
         with self._staged(spec, df) as staging:
             self.run(q.transaction_block(q.replace_partitions_statements(self.loc, spec, staging, first, last)))
 
-    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str]) -> None:
+    def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str],
+               partitions=None) -> None:
+        if spec.partition_by and partitions is None:
+            partitions = partition_values(source, spec.partition_by)
         with self._staged(spec, source) as staging:
-            self.run(q.upsert(self.loc, spec, staging, update_set))
+            self.run(q.upsert(self.loc, spec, staging, update_set, partitions))
 
     def maintain(self, spec: TableSpec, retention_hours: float, zorder: bool = False) -> MaintenanceResult:
         """Nothing: Snowflake manages micro-partitions itself (no small-file compaction), keeps

@@ -16,7 +16,7 @@ from datetime import date
 
 from pyspark.sql import types as T
 
-from shopstream.stores.base import MergeBounds, TableSpec, Txn
+from shopstream.stores.base import MergeBounds, TableSpec, Txn, partition_predicate
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 LEDGER = "SHOPSTREAM_LEDGER"
@@ -198,8 +198,30 @@ def _sf_expr(expr: str) -> str:
     return out
 
 
-def upsert(loc: Location, spec: TableSpec, staging: str, update_set: dict[str, str]) -> str:
+def add_column(loc: Location, table: str, f: T.StructField) -> str:
+    return f"ALTER TABLE {loc.table(table)} ADD COLUMN {ident(f.name)} {sql_type(f.dataType)}"
+
+
+def backfill_columns(loc: Location, spec: TableSpec, staging: str, columns: list[str]) -> str:
+    """Set `columns` of the table's rows from a staging table of (key columns, columns)."""
+    sets = ", ".join(f"{ident(c)} = s.{ident(c)}" for c in columns)
     on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in spec.key_columns)
+    return f"UPDATE {loc.table(spec.name)} t SET {sets} FROM {loc.table(staging)} s WHERE {on}"
+
+
+def cluster_by(loc: Location, spec: TableSpec) -> str:
+    return f"ALTER TABLE {loc.table(spec.name)} CLUSTER BY ({ident(spec.partition_by)})"
+
+
+def table_columns(loc: Location, table: str) -> str:
+    return (f"SELECT COLUMN_NAME FROM {ident(loc.database)}.INFORMATION_SCHEMA.COLUMNS "
+            f"WHERE TABLE_SCHEMA = '{loc.schema.upper()}' AND TABLE_NAME = '{ident(table)[1:-1]}'")
+
+
+def upsert(loc: Location, spec: TableSpec, staging: str, update_set: dict[str, str], partitions=None) -> str:
+    on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in spec.key_columns)
+    if spec.partition_by and partitions is not None:
+        on += f" AND {partition_predicate('t.' + ident(spec.partition_by), list(partitions), _date)}"
     cols = [ident(f.name) for f in spec.schema.fields]
     sets = ", ".join(f"{ident(c)} = {_sf_expr(e)}" for c, e in update_set.items())
     return (f"MERGE INTO {loc.table(spec.name)} t USING {source(loc, spec, staging)} s ON {on} "
