@@ -145,7 +145,10 @@ def files_read(event_log: Path, groups: set[str]) -> dict[str, dict[str, int]]:
             loc = (node.get("metadata") or {}).get("Location", "")
             path = loc.split("[", 1)[1].split("]", 1)[0] if "[" in loc else loc
             parts = [p for p in path.replace("file:", "").split(",")[0].rstrip("/").split("/") if p]
-            table = "/".join(parts[-2:]) if parts and parts[-1] == "_delta_log" else (parts[-1] if parts else "?")
+            if "_delta_log" in parts:     # a log replay: checkpoint / commit files of the table
+                table = parts[parts.index("_delta_log") - 1] + "/_delta_log"
+            else:
+                table = parts[-1] if parts else "?"
             for m in node.get("metrics", []):
                 if m.get("name") == "number of files read":
                     scans[eid].append((m["accumulatorId"], table))

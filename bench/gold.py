@@ -61,7 +61,7 @@ def duckdb_gold(store: DeltaStore, first: date, last: date):
     con.execute(f"""
         CREATE TEMP TABLE category AS
         SELECT created_date AS d, i.category AS category, sum(i.quantity) AS units,
-               sum(i.quantity * i.unit_price * fx_rate) AS item_gmv
+               sum(CAST(i.quantity * i.unit_price AS DECIMAL(38, 4)) * CAST(fx_rate AS DECIMAL(38, 12))) AS item_gmv
         FROM (SELECT created_date, fx_rate, unnest(items) AS i FROM read_parquet({orders!r})
               WHERE created_date BETWEEN DATE '{first}' AND DATE '{last}')
         GROUP BY ALL""")

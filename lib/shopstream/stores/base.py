@@ -135,7 +135,7 @@ def literal_rows(spark: SparkSession, rows: list[tuple], schema: T.StructType) -
     out = selects[0]
     for df in selects[1:]:
         out = out.unionByName(df)
-    return out
+    return out.coalesce(1)    # one partition, so one file when written (not one per row)
 
 
 def make_store(store_type: str, spark: SparkSession, conf) -> Store:
