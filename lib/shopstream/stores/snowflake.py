@@ -278,10 +278,16 @@ class SnowflakeStore(Store):
         keys = list(spec.key_columns)
         fill = spec.backfill(current).select(*keys, *names)
         fill_spec = TableSpec(spec.name, T.StructType([spec.schema[c] for c in keys + names]), key=spec.key)
+        # filled under temporary names, renamed once filled: a crash in between leaves the
+        # columns missing (redone next time), never present and unfilled (Snowflake DDL commits
+        # on its own, so ADD and UPDATE cannot share a transaction)
+        tmp = {n: f"{n}__filling" for n in names}
         for f in missing:
-            self.run(q.add_column(self.loc, spec.name, f))
+            self.run(q.add_column(self.loc, spec.name, T.StructField(tmp[f.name], f.dataType)))
         with self._staged(fill_spec, fill) as staging:
-            self.run(q.backfill_columns(self.loc, fill_spec, staging, names))
+            self.run(q.backfill_columns(self.loc, fill_spec, staging, names, into=tmp))
+        for n in names:
+            self.run(q.rename_column(self.loc, spec.name, tmp[n], n))
         if spec.partition_by:
             self.run(q.cluster_by(self.loc, spec))
 

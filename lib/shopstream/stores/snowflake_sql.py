@@ -199,12 +199,19 @@ def _sf_expr(expr: str) -> str:
 
 
 def add_column(loc: Location, table: str, f: T.StructField) -> str:
-    return f"ALTER TABLE {loc.table(table)} ADD COLUMN {ident(f.name)} {sql_type(f.dataType)}"
+    return f"ALTER TABLE {loc.table(table)} ADD COLUMN IF NOT EXISTS {ident(f.name)} {sql_type(f.dataType)}"
 
 
-def backfill_columns(loc: Location, spec: TableSpec, staging: str, columns: list[str]) -> str:
-    """Set `columns` of the table's rows from a staging table of (key columns, columns)."""
-    sets = ", ".join(f"{ident(c)} = s.{ident(c)}" for c in columns)
+def rename_column(loc: Location, table: str, old: str, new: str) -> str:
+    return f"ALTER TABLE {loc.table(table)} RENAME COLUMN {ident(old)} TO {ident(new)}"
+
+
+def backfill_columns(loc: Location, spec: TableSpec, staging: str, columns: list[str],
+                     into: dict[str, str] | None = None) -> str:
+    """Set `columns` of the table's rows (or the columns `into` names for them) from a staging
+    table of (key columns, columns)."""
+    into = into or {}
+    sets = ", ".join(f"{ident(into.get(c, c))} = s.{ident(c)}" for c in columns)
     on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in spec.key_columns)
     return f"UPDATE {loc.table(spec.name)} t SET {sets} FROM {loc.table(staging)} s WHERE {on}"
 
