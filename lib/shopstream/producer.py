@@ -37,14 +37,11 @@ DEFAULT_DELIVERY_TIMEOUT_S = 300.0
 def producer_config(bootstrap_servers: str, delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S) -> dict:
     return {
         "bootstrap.servers": bootstrap_servers,
-        # idempotent: librdkafka's retries (unbounded within the delivery timeout) never
-        # duplicate or reorder a record, a broker restart included. One request in flight per
-        # connection: with several, a broker that goes away fails the first and answers the
-        # others OUT_OF_ORDER_SEQUENCE, on which librdkafka bumps the producer epoch and resends
-        # records the broker had already written (librdkafka issue #4953; seen here as 2
-        # duplicates in 7,222 records across a broker restart)
+        # idempotent: librdkafka's retries (unbounded within the delivery timeout) do not
+        # reorder records and normally do not duplicate them; across a broker restart a few
+        # records can still be written twice (seen: 2 in 7,222, with 5 requests in flight and
+        # with 1) — at least once, and silver's event_id deduplication removes the copies
         "enable.idempotence": True,
-        "max.in.flight.requests.per.connection": 1,
         "acks": "all",
         "delivery.timeout.ms": int(delivery_timeout_s * 1000),
         "linger.ms": 20,
