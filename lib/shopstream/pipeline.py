@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from shopstream import gold, silver
 from shopstream import schemas
 from shopstream.ids import uuid7_at
-from shopstream.stores.base import Store, TableSpec, literal_rows
+from shopstream.stores.base import Store, TableSpec, literal_rows, partition_predicate, spark_date
 
 log = logging.getLogger("shopstream.pipeline")
 
@@ -222,9 +222,7 @@ def _upsert_orders(store: Store, first: date, last: date, settings: SilverSettin
                  partitions=id_dates)
     # the creation dates of every order this run touched (the orders of the range's events),
     # after the upsert: an order created on an earlier date keeps the created_date it has there
-    in_parts = F.col("id_date").isin(*[d for d in id_dates if d is not None])
-    if None in id_dates:
-        in_parts = in_parts | F.col("id_date").isNull()
+    in_parts = F.expr(partition_predicate("id_date", id_dates, spark_date))
     changed = sorted(r.created_date for r in store.read("silver_orders").where(in_parts)
                      .join(events.select("order_id").distinct(), "order_id", how="left_semi")
                      .where(F.col("created_date").isNotNull()).select("created_date").distinct().collect())

@@ -110,6 +110,11 @@ def partition_predicate(column: str, values, literal: Callable[[date], str]) -> 
     return f"({' OR '.join(terms)})" if terms else "FALSE"
 
 
+def spark_date(d: date) -> str:
+    """A date as a Spark SQL literal."""
+    return f"DATE'{d.isoformat()}'"
+
+
 def partition_values(source: DataFrame, column: str) -> list[date | None]:
     """The distinct values of a source's partition column (one small Spark job)."""
     return [r[0] for r in source.select(column).distinct().collect()]

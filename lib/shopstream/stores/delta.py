@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 
 from shopstream import compat, locations
 from shopstream.stores.base import (MaintenanceResult, MergeBounds, Store, TableSpec, Txn, partition_predicate,
-                                    partition_values)
+                                    partition_values, spark_date)
 
 log = logging.getLogger("shopstream.stores.delta")
 
@@ -225,7 +225,7 @@ class DeltaStore(Store):
         if spec.partition_by:
             # literal partition values: Delta prunes the target to them before the join
             values = partition_values(source, spec.partition_by) if partitions is None else list(partitions)
-            on += f" AND {partition_predicate('t.' + spec.partition_by, values, lambda d: f'DATE{d.isoformat()!r}')}"
+            on += f" AND {partition_predicate('t.' + spec.partition_by, values, spark_date)}"
         (target.alias("t").merge(source.select(*columns).alias("s"), on)
          .whenMatchedUpdate(set={c: F.expr(e) for c, e in update_set.items()})
          .whenNotMatchedInsert(values={c: F.col(f"s.{c}") for c in columns}).execute())
