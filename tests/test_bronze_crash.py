@@ -3,8 +3,10 @@ row per batch with the right first-time insert counts, and the reconcile identit
 
 The writer's fault-injection point (SHOPSTREAM_FAULT_KILL="BATCH:N") kills the bronze job with
 SIGKILL right after the N-th store commit of batch BATCH: N=0 before the first MERGE, 1 and 2
-between MERGEs, 3 after the last MERGE, 4 after the metrics row. One stream is killed at each
-boundary in turn (in batches 1 to 5) and restarted each time."""
+after the first and second table's MERGE committed, 3 after the last MERGE, 4 after the metrics
+row. The three MERGEs of a batch run at once on Delta, so at N=1 and 2 the other tables' MERGEs
+may be in flight or committed: either way, the restart must come out exact. One
+stream is killed at each boundary in turn (in batches 1 to 5) and restarted each time."""
 
 from __future__ import annotations
 

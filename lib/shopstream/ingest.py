@@ -6,7 +6,8 @@ Per micro-batch:
     ingestion ids, min/max id, the ingest dates, the last offset — the MERGE bounds, the
     batch's metrics and its end offsets, in a single Spark job;
  3. per table with rows: deduplicate on ingestion_id (only when the batch has copies), then one
-    insert-only MERGE bounded to the batch's dates and id range, under the transaction id
+    insert-only MERGE bounded to the batch's dates and id range (the tables' MERGEs run at once
+    where the store allows it: Delta), under the transaction id
     (query:run_id, batch_id) so that a re-executed batch is skipped by the store; when it is
     skipped, the rows that earlier attempt inserted are read back from the store's own record
     of that transaction (Delta: the commit carrying the txn action; Snowflake: the ledger), so
@@ -153,11 +154,11 @@ class BronzeBatchWriter:
                 key = str(p["kafka_partition"])
                 part[key] = max(part.get(key, 0), int(p["last_offset"]) + 1)
             inserted: dict[str, int | None] = {}
-            skipped: dict[str, bool] = {}
+            skipped: dict[str, bool] = {d: False for d in bronze.DESTS}
             duplicates = 0
+            writes = []
             for dest in bronze.DESTS:
                 s = stats.get(dest)
-                skipped[dest] = False
                 if s is None:
                     inserted[dest] = 0
                     continue
@@ -165,19 +166,26 @@ class BronzeBatchWriter:
                 if s["n"] != s["distinct"]:
                     duplicates += s["n"] - s["distinct"]
                     source = bronze.dedupe_on_ingestion_id(source)
-                bounds = MergeBounds(tuple(sorted(s["dates"])), s["min_id"], s["max_id"])
-                n = self.store.insert_new(TABLES[dest], source, bounds, txn)
+                writes.append((TABLES[dest], source, MergeBounds(tuple(sorted(s["dates"])), s["min_id"], s["max_id"])))
+
+            def committed(_table: str) -> None:
+                nonlocal commits
+                commits += 1
+                self._committed(batch_id, commits)
+
+            results = self.store.insert_new_many(writes, txn, committed)
+            for dest in bronze.DESTS:
+                if dest in inserted:
+                    continue
+                n = results[TABLES[dest].name]
                 if n is None:                 # committed by an earlier attempt of this batch
                     skipped[dest] = True
                     n = self.store.committed_inserts(TABLES[dest], txn)
                     if n is None:
                         log.warning("bronze batch %s: %s was committed earlier but its insert count "
                                     "was not found; counted as 0", batch_id, TABLES[dest].name)
-                else:
-                    commits += 1
-                    self._committed(batch_id, commits)
                 inserted[dest] = n
-                lap(f"merge_{dest}", "merge")
+            lap("merge", "merge")
         finally:
             routed.unpersist()
         counts = {d: (stats[d]["n"] if d in stats else 0) for d in bronze.DESTS}

@@ -61,6 +61,19 @@ class Store(ABC):
         Returns the rows inserted, or None when the store recorded `txn` already (skipped).
         """
 
+    def insert_new_many(self, writes: list[tuple[TableSpec, DataFrame, MergeBounds]], txn: Txn,
+                        on_commit: Callable[[str], None] | None = None) -> dict[str, int | None]:
+        """insert_new for each (spec, source, bounds) of one batch, all under `txn`; returns table
+        name -> its insert_new result, and calls on_commit(table name) right after each write
+        that committed. One after another here; a store whose tables commit independently may
+        run them at once (each table's write stays one MERGE under the txn)."""
+        out: dict[str, int | None] = {}
+        for spec, source, bounds in writes:
+            out[spec.name] = self.insert_new(spec, source, bounds, txn)
+            if out[spec.name] is not None and on_commit is not None:
+                on_commit(spec.name)
+        return out
+
     @abstractmethod
     def committed_inserts(self, spec: TableSpec, txn: Txn) -> int | None:
         """The rows an earlier insert_new under `txn` inserted (None: not found)."""
