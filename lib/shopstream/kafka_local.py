@@ -44,6 +44,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def new_cluster_id(draw=lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid form).
+
+    Never one that starts with '-': the storage tool's argument parser reads such an id as an
+    option and fails ("argument --cluster-id/-t: expected one argument"); one random id in 64
+    does (Kafka's own Uuid.randomUuid redraws those too)."""
+    while True:
+        text = base64.urlsafe_b64encode(draw()).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,7 +158,7 @@ class LocalKafka:
     def _format(self, java: str, classpath: str, props: Path) -> None:
         if (self.data_dir / "logs" / "meta.properties").is_file():
             return  # already formatted
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         spec = packages.kafka_broker_spec()
         cmd = [java, "-cp", classpath, f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
                spec["storage_tool"], "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"]
