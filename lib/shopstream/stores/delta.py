@@ -121,9 +121,8 @@ class DeltaStore(Store):
         commit carries the same marker (one txn), set once for all of them here."""
         if len(writes) <= 1:
             return super().insert_new_many(writes, txn, on_commit)
-        with _txn_lock:
-            self.spark.conf.set(_USER_METADATA, self._marker(txn))
-            self._scoped_txn = txn
+        with self._user_metadata(txn):
+            self._scoped_txn = txn   # the threads' own _user_metadata calls find it set
             description = self.spark.sparkContext.getLocalProperty("spark.job.description")
             try:
                 if self._pool is None:   # kept for the store's life: no new JVM threads per batch
@@ -145,7 +144,6 @@ class DeltaStore(Store):
                 return out
             finally:
                 self._scoped_txn = None
-                self.spark.conf.unset(_USER_METADATA)
 
     def _insert_described(self, description, spec, source, bounds, txn):
         self.spark.sparkContext.setJobDescription(description)   # a local property: per thread
