@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from shopstream import bronze
 from shopstream.ids import uuid7_timestamp_ms
 from shopstream.ingest import BronzeBatchWriter
+from shopstream.stores.base import Txn
 from shopstream.stores.delta import DeltaStore
 
 from rows import KAFKA, TOPICS  # noqa: E402
@@ -247,3 +248,34 @@ def test_a_txn_recorded_by_delta_txn_options_is_honoured(spark, tmp_path):
     again(batch, 0)
     assert again.results[0].skipped["clicks"]
     assert again.store.read("bronze_clicks").count() == 1
+
+
+@pytest.mark.spark35
+def test_auto_compaction_keeps_files_few_and_is_not_read_as_a_batch_write(spark, tmp_path):
+    """Bronze tables compact their small files as micro-batches add them (Delta auto compaction,
+    here after 3 files instead of 50). The compaction's OPTIMIZE commit is made while the
+    batch's txn marker is set; a re-executed batch must still find its MERGE and its counts."""
+    spark.conf.set("spark.databricks.delta.autoCompact.minNumFiles", "3")
+    try:
+        w = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+        w.ensure_tables()
+        batches = [spark.createDataFrame([_rec("clicks", CLICK, 2 * b), _rec("clicks", CLICK, 2 * b + 1)], KAFKA)
+                   for b in range(4)]
+        for b, batch in enumerate(batches):
+            w(batch, b)
+        history = spark.sql(f"DESCRIBE HISTORY delta.`{w.store.path('bronze_clicks')}`").collect()
+        optimizes = [h for h in history if h.operation == "OPTIMIZE"]
+        assert optimizes, [h.operation for h in history]
+        assert len(w.store.read("bronze_clicks").inputFiles()) < 4
+        last = max(h.version for h in history)
+        if next(h for h in history if h.version == last).operation != "OPTIMIZE":
+            # make the newest commit an OPTIMIZE under the last batch's marker, as the hook does
+            with w.store._user_metadata(Txn("q:run-1", 3)):
+                spark.sql(f"OPTIMIZE delta.`{w.store.path('bronze_clicks')}`")
+        again = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+        again(batches[3], 3)   # Spark re-executing the last batch after a crash before its ledger row
+        assert again.results[0].skipped["clicks"] and again.results[0].inserted["clicks"] == 2
+        assert w.store.read("bronze_clicks").count() == 8
+        assert sorted(r.clicks_inserted for r in w.store.read("bronze_batches").collect()) == [2, 2, 2, 2]
+    finally:
+        spark.conf.unset("spark.databricks.delta.autoCompact.minNumFiles")

@@ -48,11 +48,12 @@ def _fault_point(text: str | None) -> tuple[int, int] | None:
 log = logging.getLogger("shopstream.bronze")
 
 TABLES = {
-    "orders": TableSpec("bronze_orders", schemas.BRONZE_ORDERS, "ingest_date", "ingestion_id"),
-    "clicks": TableSpec("bronze_clicks", schemas.BRONZE_CLICKS, "ingest_date", "ingestion_id"),
-    "quarantine": TableSpec("bronze_quarantine", schemas.BRONZE_QUARANTINE, "ingest_date", "ingestion_id"),
+    "orders": TableSpec("bronze_orders", schemas.BRONZE_ORDERS, "ingest_date", "ingestion_id", auto_compact=True),
+    "clicks": TableSpec("bronze_clicks", schemas.BRONZE_CLICKS, "ingest_date", "ingestion_id", auto_compact=True),
+    "quarantine": TableSpec("bronze_quarantine", schemas.BRONZE_QUARANTINE, "ingest_date", "ingestion_id",
+                            auto_compact=True),
 }
-BATCHES = TableSpec("bronze_batches", schemas.BRONZE_BATCHES)
+BATCHES = TableSpec("bronze_batches", schemas.BRONZE_BATCHES, auto_compact=True)
 ROWS = {"orders": bronze.orders_rows, "clicks": bronze.clicks_rows, "quarantine": bronze.quarantine_rows}
 
 

@@ -37,6 +37,9 @@ class TableSpec:
     # for columns added after tables were created: the table's rows (old schema) -> the rows
     # with every spec column; a table that lacks one is rewritten once by ensure_table
     backfill: Callable[[DataFrame], DataFrame] | None = field(default=None, compare=False)
+    # written in many small commits (bronze: one per micro-batch): the store compacts the small
+    # files as they pile up (Delta: auto compaction; Snowflake manages its micro-partitions)
+    auto_compact: bool = False
 
     @property
     def key_columns(self) -> tuple[str, ...]:

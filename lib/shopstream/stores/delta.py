@@ -43,6 +43,13 @@ log = logging.getLogger("shopstream.stores.delta")
 
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 _MARKER = "shopstream_txn"
+# Delta's auto compaction: after a commit leaves enough small files in a partition it touched
+# (spark.databricks.delta.autoCompact.minNumFiles, 50), a post-commit OPTIMIZE of those files
+_AUTO_COMPACT = "delta.autoOptimize.autoCompact"
+# commits that can carry a txn's rows; any other commit made while our marker was set (auto
+# compaction's OPTIMIZE runs as a post-commit hook of the MERGE, under the same session conf)
+# is not that txn's write
+_TXN_OPERATIONS = {"MERGE", "WRITE", "STREAMING UPDATE"}
 _txn_lock = threading.RLock()
 
 
@@ -74,14 +81,27 @@ class DeltaStore(Store):
             f.getPath().getName().endswith((".json", ".checkpoint.parquet")) for f in fs.listStatus(log))
 
     def ensure_table(self, spec: TableSpec) -> None:
-        if spec.backfill is not None and self.exists(spec.name):
-            self._migrate(spec)
+        if self.exists(spec.name):
+            if spec.backfill is not None:
+                self._migrate(spec)
+            if spec.auto_compact:
+                self._ensure_auto_compact(spec)
             return
         builder = (DeltaTable.createIfNotExists(self.spark).location(self.path(spec.name))
                    .addColumns(spec.schema))
         if spec.partition_by:
             builder = builder.partitionedBy(spec.partition_by)
+        if spec.auto_compact:
+            builder = builder.property(_AUTO_COMPACT, "true")
         builder.execute()
+
+    def _ensure_auto_compact(self, spec: TableSpec) -> None:
+        """A table created before its spec asked for auto compaction gets the property (one
+        metadata commit, once)."""
+        props = self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(spec.name)}`").first()["properties"] or {}
+        if str(props.get(_AUTO_COMPACT, "")).lower() not in ("true", "auto"):
+            log.info("%s: turning on Delta auto compaction", spec.name)
+            self.spark.sql(f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES ('{_AUTO_COMPACT}' = 'true')")
 
     def _migrate(self, spec: TableSpec) -> None:
         """A table written before the spec gained columns or its partitioning: rewritten once,
@@ -168,7 +188,7 @@ class DeltaStore(Store):
         info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
         metrics = info.get("operationMetrics") or {}
         meta = info.get("userMetadata")
-        if meta and _MARKER in meta:
+        if meta and _MARKER in meta and info.get("operation", "MERGE") in _TXN_OPERATIONS:
             try:
                 mark = json.loads(meta).get(_MARKER) or {}
             except ValueError:
