@@ -279,3 +279,57 @@ def test_auto_compaction_keeps_files_few_and_is_not_read_as_a_batch_write(spark,
         assert sorted(r.clicks_inserted for r in w.store.read("bronze_batches").collect()) == [2, 2, 2, 2]
     finally:
         spark.conf.unset("spark.databricks.delta.autoCompact.minNumFiles")
+
+
+@pytest.mark.spark35
+def test_a_merge_that_loses_its_commit_to_a_concurrent_optimize_runs_again(spark, tmp_path, caplog):
+    """The daily maintain task's OPTIMIZE can commit while the bronze stream's MERGE into the same
+    partition is running; Delta then refuses the MERGE's commit (ConcurrentAppendException), which
+    used to fail the micro-batch and stop the stream. The store runs the write again: the batch
+    lands exactly once and the stream goes on. The interleaving is forced: the MERGE's source
+    blocks (a UDF waiting on a flag file) until the OPTIMIZE has committed."""
+    import threading
+    import time as _time
+    from pyspark.sql.types import BooleanType
+
+    from shopstream.ingest import TABLES
+    from shopstream.stores.base import MergeBounds
+
+    w = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    w.ensure_tables()
+    for b in range(2):   # two small files in the day's partition: OPTIMIZE has work to commit
+        w(spark.createDataFrame([_rec("clicks", CLICK, b)], KAFKA), b)
+    merging, optimized = tmp_path / "merging", tmp_path / "optimized"
+
+    def hold(_value):   # runs in a Python worker: flag the MERGE's scan, wait for the OPTIMIZE
+        merging.touch()
+        deadline = _time.monotonic() + 120
+        while not optimized.exists() and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        return True
+
+    hold_udf = F.udf(hold, BooleanType())
+    rows = bronze.clicks_rows(w.route(spark.createDataFrame([_rec("clicks", CLICK, 2)], KAFKA), 2, TS))
+    rows = rows.coalesce(1).where(hold_udf("ingestion_id"))
+    (first_id,) = [r.ingestion_id for r in bronze.clicks_rows(
+        w.route(spark.createDataFrame([_rec("clicks", CLICK, 2)], KAFKA), 2, TS)).collect()]
+    bounds = MergeBounds((TS.date(),), first_id, first_id)
+    out = {}
+    merge = threading.Thread(target=lambda: out.update(n=w.store.insert_new(TABLES["clicks"], rows, bounds,
+                                                                             Txn("q:run-1", 2))))
+    merge.start()
+    deadline = _time.monotonic() + 120
+    while not merging.exists() and _time.monotonic() < deadline:
+        _time.sleep(0.05)
+    assert merging.exists(), "the MERGE never scanned its source"
+    spark.sql(f"OPTIMIZE delta.`{w.store.path('bronze_clicks')}`")
+    optimized.touch()
+    merge.join(timeout=300)
+    assert not merge.is_alive()
+    assert out["n"] == 1
+    assert "commit lost to a concurrent transaction (ConcurrentAppendException)" in caplog.text
+    ops = [(h.version, h.operation) for h in spark.sql(
+        f"DESCRIBE HISTORY delta.`{w.store.path('bronze_clicks')}`").collect()]
+    assert [op for _v, op in sorted(ops)][-2:] == ["OPTIMIZE", "MERGE"], ops
+    clicks = w.store.read("bronze_clicks")
+    assert clicks.count() == 3 and clicks.select("ingestion_id").distinct().count() == 3

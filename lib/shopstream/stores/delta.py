@@ -26,11 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -50,6 +52,14 @@ _AUTO_COMPACT = "delta.autoOptimize.autoCompact"
 # compaction's OPTIMIZE runs as a post-commit hook of the MERGE, under the same session conf)
 # is not that txn's write
 _TXN_OPERATIONS = {"MERGE", "WRITE", "STREAMING UPDATE"}
+# a commit that loses a race (the daily maintain's OPTIMIZE compacting a partition the stream's
+# MERGE read, two jobs replacing one partition) did not happen: it is run again on the new snapshot
+_CONFLICT_ATTEMPTS = 6
+# Delta's commit-conflict exceptions (in delta-spark 4.x they do not share a Python base class)
+_CONFLICTS = tuple(getattr(delta_errors, n) for n in (
+    "DeltaConcurrentModificationException", "ConcurrentWriteException", "MetadataChangedException",
+    "ProtocolChangedException", "ConcurrentAppendException", "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException", "ConcurrentTransactionException"))
 _txn_lock = threading.RLock()
 
 
@@ -101,7 +111,8 @@ class DeltaStore(Store):
         props = self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(spec.name)}`").first()["properties"] or {}
         if str(props.get(_AUTO_COMPACT, "")).lower() not in ("true", "auto"):
             log.info("%s: turning on Delta auto compaction", spec.name)
-            self.spark.sql(f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES ('{_AUTO_COMPACT}' = 'true')")
+            self._retrying(f"{spec.name} properties", lambda: self.spark.sql(
+                f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES ('{_AUTO_COMPACT}' = 'true')"))
 
     def _migrate(self, spec: TableSpec) -> None:
         """A table written before the spec gained columns or its partitioning: rewritten once,
@@ -165,6 +176,24 @@ class DeltaStore(Store):
             finally:
                 self._scoped_txn = None
 
+    def _retrying(self, what: str, write, forget: tuple[str, str] | None = None):
+        """Run `write`; when Delta refuses its commit because a concurrent transaction changed
+        what it read (a commit-conflict exception: nothing of it was committed), run it
+        again, up to _CONFLICT_ATTEMPTS times with a growing pause. `forget` (table, appId): drop
+        the remembered txn version first, so a txn write is checked against the log again (an
+        exception raised after its commit, e.g. by a post-commit hook, must not write it twice)."""
+        for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            try:
+                return write()
+            except _CONFLICTS as exc:
+                if attempt == _CONFLICT_ATTEMPTS:
+                    raise
+                log.warning("%s: commit lost to a concurrent transaction (%s); retrying, attempt %d of %d",
+                            what, type(exc).__name__, attempt + 1, _CONFLICT_ATTEMPTS)
+                if forget is not None:
+                    self._txn_versions.pop(forget, None)
+                time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+
     def _insert_described(self, description, spec, source, bounds, txn):
         self.spark.sparkContext.setJobDescription(description)   # a local property: per thread
         return self.insert_new(spec, source, bounds, txn)
@@ -225,6 +254,10 @@ class DeltaStore(Store):
         self._txn_versions[key] = max(self._txn_versions.get(key, -1), txn.version)
 
     def insert_new(self, spec: TableSpec, source: DataFrame, bounds: MergeBounds, txn: Txn) -> int | None:
+        return self._retrying(f"{spec.name} MERGE", lambda: self._insert_new_once(spec, source, bounds, txn),
+                              forget=(spec.name, txn.app_id))
+
+    def _insert_new_once(self, spec: TableSpec, source: DataFrame, bounds: MergeBounds, txn: Txn) -> int | None:
         if self._applied(spec.name, txn):
             return None
         key, part = spec.key, spec.partition_by
@@ -258,6 +291,10 @@ class DeltaStore(Store):
         return None
 
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
+        self._retrying(f"{spec.name} append", lambda: self._append_once(spec, df, txn),
+                       forget=None if txn is None else (spec.name, txn.app_id))
+
+    def _append_once(self, spec: TableSpec, df: DataFrame, txn: Txn | None) -> None:
         writer = df.select(*spec.schema.fieldNames()).write.format("delta").mode("append")
         if txn is not None:
             if self._applied(spec.name, txn):   # this (appId, version) is in the table already
@@ -272,11 +309,12 @@ class DeltaStore(Store):
 
     def replace_partitions(self, spec: TableSpec, df: DataFrame, first: date, last: date) -> None:
         # one commit: Delta deletes the range and adds the new files atomically, and checks that
-        # every written row satisfies the predicate
-        (df.select(*spec.schema.fieldNames()).write.format("delta").mode("overwrite")
-         .option("replaceWhere", f"{spec.partition_by} >= DATE'{first.isoformat()}' "
-                                 f"AND {spec.partition_by} <= DATE'{last.isoformat()}'")
-         .save(self.path(spec.name)))
+        # every written row satisfies the predicate; a whole replacement, so run again on a conflict
+        self._retrying(f"{spec.name} replace {first}..{last}", lambda: (
+            df.select(*spec.schema.fieldNames()).write.format("delta").mode("overwrite")
+            .option("replaceWhere", f"{spec.partition_by} >= DATE'{first.isoformat()}' "
+                                    f"AND {spec.partition_by} <= DATE'{last.isoformat()}'")
+            .save(self.path(spec.name))))
 
     def upsert(self, spec: TableSpec, source: DataFrame, update_set: dict[str, str],
                partitions=None) -> None:
@@ -287,9 +325,11 @@ class DeltaStore(Store):
             # literal partition values: Delta prunes the target to them before the join
             values = partition_values(source, spec.partition_by) if partitions is None else list(partitions)
             on += f" AND {partition_predicate('t.' + spec.partition_by, values, spark_date)}"
-        (target.alias("t").merge(source.select(*columns).alias("s"), on)
-         .whenMatchedUpdate(set={c: F.expr(e) for c, e in update_set.items()})
-         .whenNotMatchedInsert(values={c: F.col(f"s.{c}") for c in columns}).execute())
+        # the current state from the source: running it again after a lost commit gives the same table
+        self._retrying(f"{spec.name} upsert", lambda: (
+            target.alias("t").merge(source.select(*columns).alias("s"), on)
+            .whenMatchedUpdate(set={c: F.expr(e) for c, e in update_set.items()})
+            .whenNotMatchedInsert(values={c: F.col(f"s.{c}") for c in columns}).execute()))
 
     def _file_count(self, name: str) -> int:
         return int(self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(name)}`").first()["numFiles"])
@@ -305,10 +345,10 @@ class DeltaStore(Store):
         table = DeltaTable.forPath(self.spark, self.path(spec.name))
         keys = [k for k in spec.key_columns if k != spec.partition_by]
         if zorder and keys:
-            table.optimize().executeZOrderBy(*keys)
+            self._retrying(f"{spec.name} OPTIMIZE", lambda: table.optimize().executeZOrderBy(*keys))
             action = f"optimize zorder by {', '.join(keys)}"
         else:
-            table.optimize().executeCompaction()
+            self._retrying(f"{spec.name} OPTIMIZE", lambda: table.optimize().executeCompaction())
             action = "optimize"
         table.vacuum(float(retention_hours))
         return MaintenanceResult(spec.name, f"{action}; vacuum {retention_hours:g}h", before, self._file_count(spec.name))
