@@ -287,9 +287,10 @@ def test_a_merge_that_loses_its_commit_to_a_concurrent_optimize_runs_again(spark
     partition is running; Delta then refuses the MERGE's commit (ConcurrentAppendException), which
     used to fail the micro-batch and stop the stream. The store runs the write again: the batch
     lands exactly once and the stream goes on. The interleaving is forced: the MERGE's source
-    blocks (a UDF waiting on a flag file) until the OPTIMIZE has committed."""
+    blocks (a UDF holding a loopback connection to the test) until the OPTIMIZE has committed."""
+    import socket
     import threading
-    import time as _time
+
     from pyspark.sql.types import BooleanType
 
     from shopstream.ingest import TABLES
@@ -299,31 +300,36 @@ def test_a_merge_that_loses_its_commit_to_a_concurrent_optimize_runs_again(spark
     w.ensure_tables()
     for b in range(2):   # two small files in the day's partition: OPTIMIZE has work to commit
         w(spark.createDataFrame([_rec("clicks", CLICK, b)], KAFKA), b)
-    merging, optimized = tmp_path / "merging", tmp_path / "optimized"
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(120)
+    port = listener.getsockname()[1]
 
-    def hold(_value):   # runs in a Python worker: flag the MERGE's scan, wait for the OPTIMIZE
-        merging.touch()
-        deadline = _time.monotonic() + 120
-        while not optimized.exists() and _time.monotonic() < deadline:
-            _time.sleep(0.05)
+    def hold(_value):   # in a Python worker: tell the test the MERGE is scanning, wait for its word
+        import socket as s
+        try:
+            with s.create_connection(("127.0.0.1", port), timeout=120) as conn:
+                conn.sendall(b"m")
+                conn.recv(1)   # the test answers once the OPTIMIZE committed
+        except OSError:        # the test has closed its end: the OPTIMIZE is done (a retried MERGE)
+            pass
         return True
 
-    hold_udf = F.udf(hold, BooleanType())
-    rows = bronze.clicks_rows(w.route(spark.createDataFrame([_rec("clicks", CLICK, 2)], KAFKA), 2, TS))
-    rows = rows.coalesce(1).where(hold_udf("ingestion_id"))
-    (first_id,) = [r.ingestion_id for r in bronze.clicks_rows(
-        w.route(spark.createDataFrame([_rec("clicks", CLICK, 2)], KAFKA), 2, TS)).collect()]
+    plain = bronze.clicks_rows(w.route(spark.createDataFrame([_rec("clicks", CLICK, 2)], KAFKA), 2, TS))
+    (first_id,) = [r.ingestion_id for r in plain.collect()]
+    rows = plain.coalesce(1).where(F.udf(hold, BooleanType())("ingestion_id"))
     bounds = MergeBounds((TS.date(),), first_id, first_id)
     out = {}
     merge = threading.Thread(target=lambda: out.update(n=w.store.insert_new(TABLES["clicks"], rows, bounds,
                                                                              Txn("q:run-1", 2))))
     merge.start()
-    deadline = _time.monotonic() + 120
-    while not merging.exists() and _time.monotonic() < deadline:
-        _time.sleep(0.05)
-    assert merging.exists(), "the MERGE never scanned its source"
-    spark.sql(f"OPTIMIZE delta.`{w.store.path('bronze_clicks')}`")
-    optimized.touch()
+    try:
+        conn, _ = listener.accept()   # socket.timeout after 120 s: the MERGE never scanned its source
+        with conn:
+            assert conn.recv(1) == b"m"
+            spark.sql(f"OPTIMIZE delta.`{w.store.path('bronze_clicks')}`")
+            conn.sendall(b"g")
+    finally:
+        listener.close()
     merge.join(timeout=300)
     assert not merge.is_alive()
     assert out["n"] == 1
