@@ -339,3 +339,40 @@ def test_a_merge_that_loses_its_commit_to_a_concurrent_optimize_runs_again(spark
     assert [op for _v, op in sorted(ops)][-2:] == ["OPTIMIZE", "MERGE"], ops
     clicks = w.store.read("bronze_clicks")
     assert clicks.count() == 3 and clicks.select("ingestion_id").distinct().count() == 3
+
+
+def test_delta_store_runs_independent_calls_at_once_under_the_callers_job_group(spark, tmp_path):
+    """DeltaStore.run_all (gold's three table writes, a micro-batch's MERGEs) runs its calls at
+    once: each call below waits at a barrier for the other, which one-after-another execution
+    never reaches (BrokenBarrierError). Each thread carries the caller's job group, so the UI and
+    event logs attribute its jobs to the caller; the first error is raised after all finished."""
+    import threading
+
+    store = DeltaStore(spark, tmp_path / "wh")
+    barrier = threading.Barrier(2, timeout=60)
+    finished = []
+
+    def call(name):
+        barrier.wait()
+        group = spark.sparkContext.getLocalProperty("spark.jobGroup.id")
+        n = spark.range(3).count()
+        finished.append(name)
+        return name, group, n
+
+    spark.sparkContext.setJobGroup("gold-test", "gold")
+    try:
+        assert store.run_all([lambda: call("a"), lambda: call("b")]) == [("a", "gold-test", 3), ("b", "gold-test", 3)]
+
+        def fails():
+            raise ValueError("first")
+
+        def slow():
+            finished.append(spark.range(5).count())
+
+        finished.clear()
+        with pytest.raises(ValueError, match="first"):
+            store.run_all([fails, slow])
+        assert finished == [5]   # the other call ran to its end before the error was raised
+    finally:
+        for key in ("spark.jobGroup.id", "spark.job.description"):
+            spark.sparkContext.setLocalProperty(key, None)

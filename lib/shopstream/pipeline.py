@@ -261,14 +261,17 @@ def _runs(days: list[date]) -> list[tuple[date, date]]:
     return out
 
 
-def _gold_sales(store: Store, first: date, last: date) -> None:
-    orders = _between(store.read("silver_orders"), "created_date", first, last).persist()
-    try:
-        store.replace_partitions(GOLD_TABLES["sales"], gold.daily_sales(orders, first, last), first, last)
-        store.replace_partitions(GOLD_TABLES["category_sales"], gold.daily_category_sales(orders, first, last),
-                                 first, last)
-    finally:
-        orders.unpersist()
+def _gold_sales(store: Store, runs: list[tuple[date, date]]) -> list:
+    """Calls writing the sales tables of each [first, last] run: one call per table (a table's
+    runs one after another), so that store.run_all may write the two tables at once."""
+    def write(spec, build):
+        def call():
+            for lo, hi in runs:
+                orders = _between(store.read("silver_orders"), "created_date", lo, hi)
+                store.replace_partitions(spec, build(orders, lo, hi), lo, hi)
+        return call
+    return [write(GOLD_TABLES["sales"], gold.daily_sales),
+            write(GOLD_TABLES["category_sales"], gold.daily_category_sales)]
 
 
 def latest_by_date(df: DataFrame, date_col: str, at_col: str) -> dict:
@@ -285,14 +288,15 @@ def gold_range(store: Store, first: date, last: date, funnel_steps: tuple[str, .
     Returns the extra dates rebuilt.
     """
     t0 = time.monotonic()
-    changes = latest_by_date(store.read("silver_order_changes"), "created_date", "changed_at")
-    built = latest_by_date(store.read("gold_builds"), "sales_date", "built_at")
+    # independent reads, then independent writes (one per gold table): run_all may run them at once
+    changes, built = store.run_all([
+        lambda: latest_by_date(store.read("silver_order_changes"), "created_date", "changed_at"),
+        lambda: latest_by_date(store.read("gold_builds"), "sales_date", "built_at")])
     extra = sorted(d for d, cid in changes.items() if built.get(d) != cid and not first <= d <= last)
-    for lo, hi in [(first, last)] + _runs(extra):
-        _gold_sales(store, lo, hi)
     sessions = _between(store.read("silver_sessions"), "session_date", first, last)
-    store.replace_partitions(GOLD_TABLES["funnel"], gold.daily_funnel(sessions, first, last, funnel_steps),
-                             first, last)
+    store.run_all(_gold_sales(store, [(first, last)] + _runs(extra)) + [
+        lambda: store.replace_partitions(GOLD_TABLES["funnel"],
+                                         gold.daily_funnel(sessions, first, last, funnel_steps), first, last)])
     now = datetime.now(timezone.utc)
     rows = [(d, changes.get(d), now) for d in dates(first, last) + extra]
     store.append(GOLD_TABLES["builds"], literal_rows(store.spark, rows, gold.GOLD_BUILDS))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -75,6 +75,21 @@ class Store(ABC):
             out[spec.name] = self.insert_new(spec, source, bounds, txn)
             if out[spec.name] is not None and on_commit is not None:
                 on_commit(spec.name)
+        return out
+
+    def run_all(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Run independent calls (reads, or writes to different tables) and return their results
+        in order; the first exception is raised after all have finished. One after another here;
+        a store whose tables commit independently may run them at once."""
+        out, errors = [], []
+        for call in calls:
+            try:
+                out.append(call())
+            except Exception as exc:   # noqa: BLE001 - the others run; the first error is raised
+                out.append(None)
+                errors.append(exc)
+        if errors:
+            raise errors[0]
         return out
 
     @abstractmethod

@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -61,6 +61,10 @@ _CONFLICTS = tuple(getattr(delta_errors, n) for n in (
     "ProtocolChangedException", "ConcurrentAppendException", "ConcurrentDeleteReadException",
     "ConcurrentDeleteDeleteException", "ConcurrentTransactionException"))
 _txn_lock = threading.RLock()
+# the caller's Spark local properties a run_all thread takes on (job group and description, as
+# the UI and event logs show them; scheduler pool); not the SQL execution or streaming ones
+_INHERITED_PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel",
+                         "spark.scheduler.pool")
 
 
 def _sql_literal(value: str) -> str:
@@ -154,27 +158,44 @@ class DeltaStore(Store):
             return super().insert_new_many(writes, txn, on_commit)
         with self._user_metadata(txn):
             self._scoped_txn = txn   # the threads' own _user_metadata calls find it set
-            description = self.spark.sparkContext.getLocalProperty("spark.job.description")
             try:
-                if self._pool is None:   # kept for the store's life: no new JVM threads per batch
-                    self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shopstream-merge")
-                futures = {self._pool.submit(self._insert_described, description, spec, source, bounds, txn):
-                           spec.name for spec, source, bounds in writes}
-                out: dict[str, int | None] = {}
-                errors = []
-                for future in as_completed(futures):
-                    try:
-                        out[futures[future]] = future.result()
-                    except Exception as exc:   # noqa: BLE001 - the others finish; the first error is raised
-                        errors.append(exc)
-                        continue
-                    if out[futures[future]] is not None and on_commit is not None:
-                        on_commit(futures[future])
-                if errors:
-                    raise errors[0]
-                return out
+                results: dict[str, int | None] = {}
+                one_at_a_time = threading.Lock()   # on_commit sees the commits one by one
+
+                def write(spec, source, bounds):
+                    results[spec.name] = self.insert_new(spec, source, bounds, txn)
+                    if results[spec.name] is not None and on_commit is not None:
+                        with one_at_a_time:
+                            on_commit(spec.name)
+
+                self.run_all([lambda w=w: write(*w) for w in writes])
+                return results
             finally:
                 self._scoped_txn = None
+
+    def run_all(self, calls):
+        """The calls at once, one pool thread each: independent Delta writes and reads are
+        mostly driver time (planning, log replay, the commit protocol, small tasks), which
+        overlaps. Each thread runs with the caller's Spark local properties (job group and
+        description: the Spark UI and event log attribute its jobs to the caller)."""
+        if len(calls) <= 1:
+            return super().run_all(calls)
+        if self._pool is None:   # kept for the store's life: no new JVM threads per call
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shopstream-store")
+        sc = self.spark.sparkContext
+        properties = {k: sc.getLocalProperty(k) for k in _INHERITED_PROPERTIES}
+
+        def run(call):
+            for key, value in properties.items():   # None clears what an earlier caller left
+                sc.setLocalProperty(key, value)
+            return call()
+
+        futures = [self._pool.submit(run, call) for call in calls]
+        wait(futures)
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
 
     def _retrying(self, what: str, write, forget: tuple[str, str] | None = None):
         """Run `write`; when Delta refuses its commit because a concurrent transaction changed
@@ -193,10 +214,6 @@ class DeltaStore(Store):
                 if forget is not None:
                     self._txn_versions.pop(forget, None)
                 time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
-
-    def _insert_described(self, description, spec, source, bounds, txn):
-        self.spark.sparkContext.setJobDescription(description)   # a local property: per thread
-        return self.insert_new(spec, source, bounds, txn)
 
     def _commits(self, name: str):
         """The table's commits, newest first: (version, [parsed actions]); stops where the log's
