@@ -183,7 +183,10 @@ def main() -> int:
     for seconds, what in jobs:
         kind = ("Delta snapshot rebuild" if "Compute snapshot" in what else
                 "Delta file filtering" if "Filtering files" in what else
-                "MERGE" if "MERGE" in what else "table write (save)" if what.startswith("save") else what)
+                "MERGE" if "MERGE" in what else "table write (save)" if what.startswith("save") else
+                # a job submitted from a pool thread with the caller's thread locals: an adaptive
+                # query stage (the aggregations' shuffle map stages)
+                "AQE query stage" if "withThreadLocalCaptured" in what else what)
         kinds.setdefault(kind, []).append(seconds)
     print(f"Spark jobs of the gold run: {len(jobs)}, {sum(s for s, _ in jobs):.1f}s of job time in {spark_s:.1f}s")
     for kind, secs in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
