@@ -136,3 +136,38 @@ def test_a_table_from_before_the_layout_is_rewritten_once_and_keeps_every_row(sp
                  silver.orders_update_set())
     after = {r.order_id: r.status for r in store.read(SPEC.name).collect()}
     assert len(after) == 4 and after[ids[1]] == "paid"
+
+
+def test_the_bookkeeping_logs_gold_reads_whole_stay_few_files_as_runs_add_up(spark, tmp_path):
+    """silver_order_changes and gold_builds get one small append per daily run and every gold run
+    reads them whole: without compaction their file count grows with history (bench/daily.py:
+    ~60 files each after 60 days). They carry Delta auto compaction (here after 3 files instead of
+    50); each date's latest row is still the one gold sees."""
+    from datetime import date
+
+    from shopstream import gold as gold_mod
+    from shopstream.pipeline import GOLD_TABLES, ensure_gold_tables, latest_by_date
+    from shopstream.stores.base import literal_rows
+
+    spark.conf.set("spark.databricks.delta.autoCompact.minNumFiles", "3")
+    try:
+        store = DeltaStore(spark, tmp_path / "wh")
+        ensure_gold_tables(store)
+        start = datetime(2026, 10, 1, tzinfo=timezone.utc)
+        runs = 8
+        for run in range(runs):   # the daily run's appends: its dates, its change id, its time
+            at = start + timedelta(days=run)
+            changes = [(date(2026, 10, 1) + timedelta(days=run + k), uuid7_at(_ms(at.replace(tzinfo=None)), run), at)
+                       for k in range(3)]
+            store.append(SILVER_TABLES["order_changes"], literal_rows(spark, changes, silver.SILVER_ORDER_CHANGES))
+            store.append(GOLD_TABLES["builds"], literal_rows(spark, changes, gold_mod.GOLD_BUILDS))
+        for name in ("silver_order_changes", "gold_builds"):
+            assert len(store.read(name).inputFiles()) < runs, name
+        # each date's latest change id: the run that last listed it, computed here from the loop
+        want = {date(2026, 10, 1) + timedelta(days=d): uuid7_at(_ms((start + timedelta(days=min(d, runs - 1))).replace(tzinfo=None)),
+                                                                 min(d, runs - 1))
+                for d in range(runs + 2)}
+        assert latest_by_date(store.read("silver_order_changes"), "created_date", "changed_at") == want
+        assert latest_by_date(store.read("gold_builds"), "sales_date", "built_at") == want
+    finally:
+        spark.conf.unset("spark.databricks.delta.autoCompact.minNumFiles")

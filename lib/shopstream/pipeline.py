@@ -34,7 +34,10 @@ SILVER_TABLES = {
     # creation dates whose orders a silver run changed, with that run's id (append-only: a date's
     # latest row counts): gold rebuilds a date whose latest change_id differs from the one it
     # last built it from (gold_builds, append-only too)
-    "order_changes": TableSpec("silver_order_changes", silver.SILVER_ORDER_CHANGES, None, "created_date"),
+    # (auto compacted: one small file per run would otherwise pile up, and every gold run reads
+    # the whole log: files read grew with history, bench/daily.py)
+    "order_changes": TableSpec("silver_order_changes", silver.SILVER_ORDER_CHANGES, None, "created_date",
+                               auto_compact=True),
 }
 
 FX_TABLE = TableSpec("ref_fx_rates", schemas.REF_FX_RATES, None, ("rate_date", "currency"))
@@ -240,7 +243,8 @@ GOLD_TABLES = {
     "sales": TableSpec("gold_daily_sales", gold.GOLD_DAILY_SALES, "sales_date"),
     "category_sales": TableSpec("gold_daily_category_sales", gold.GOLD_DAILY_CATEGORY_SALES, "sales_date"),
     "funnel": TableSpec("gold_daily_funnel", gold.GOLD_DAILY_FUNNEL, "session_date"),
-    "builds": TableSpec("gold_builds", gold.GOLD_BUILDS, None, "sales_date"),
+    # append-only, one small file per gold run, read whole by every run: auto compacted too
+    "builds": TableSpec("gold_builds", gold.GOLD_BUILDS, None, "sales_date", auto_compact=True),
 }
 
 
