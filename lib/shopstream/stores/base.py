@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date
@@ -68,13 +69,19 @@ class Store(ABC):
                         on_commit: Callable[[str], None] | None = None) -> dict[str, int | None]:
         """insert_new for each (spec, source, bounds) of one batch, all under `txn`; returns table
         name -> its insert_new result, and calls on_commit(table name) right after each write
-        that committed. One after another here; a store whose tables commit independently may
-        run them at once (each table's write stays one MERGE under the txn)."""
+        that committed (one call at a time). The writes go through run_all: one after another
+        here, at once where the store runs independent calls at once (each table's write stays
+        one MERGE under the txn); the first error is raised after the others finished."""
         out: dict[str, int | None] = {}
-        for spec, source, bounds in writes:
+        one_at_a_time = threading.Lock()
+
+        def write(spec: TableSpec, source: DataFrame, bounds: MergeBounds) -> None:
             out[spec.name] = self.insert_new(spec, source, bounds, txn)
             if out[spec.name] is not None and on_commit is not None:
-                on_commit(spec.name)
+                with one_at_a_time:
+                    on_commit(spec.name)
+
+        self.run_all([lambda w=w: write(*w) for w in writes])
         return out
 
     def run_all(self, calls: list[Callable[[], Any]]) -> list[Any]:

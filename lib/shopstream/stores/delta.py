@@ -150,7 +150,7 @@ class DeltaStore(Store):
                 self.spark.conf.unset(_USER_METADATA)
 
     def insert_new_many(self, writes, txn: Txn, on_commit=None) -> dict[str, int | None]:
-        """The tables' MERGEs at once, one thread each: a micro-batch with orders, clicks and
+        """The tables' MERGEs at once (run_all's threads): a micro-batch with orders, clicks and
         quarantine rows paid three MERGEs one after another, each mostly waiting on planning,
         small tasks and its commit (bench/freshness.py). The tables commit independently; each
         commit carries the same marker (one txn), set once for all of them here."""
@@ -159,17 +159,7 @@ class DeltaStore(Store):
         with self._user_metadata(txn):
             self._scoped_txn = txn   # the threads' own _user_metadata calls find it set
             try:
-                results: dict[str, int | None] = {}
-                one_at_a_time = threading.Lock()   # on_commit sees the commits one by one
-
-                def write(spec, source, bounds):
-                    results[spec.name] = self.insert_new(spec, source, bounds, txn)
-                    if results[spec.name] is not None and on_commit is not None:
-                        with one_at_a_time:
-                            on_commit(spec.name)
-
-                self.run_all([lambda w=w: write(*w) for w in writes])
-                return results
+                return super().insert_new_many(writes, txn, on_commit)
             finally:
                 self._scoped_txn = None
 
