@@ -212,10 +212,18 @@ def stream_phases(spark, conf, args, work: Path) -> dict:
                 if time.monotonic() > deadline or not query.isActive:
                     raise RuntimeError(f"the query made no first trigger: {query.exception()}")
                 query.awaitTermination(0.2)
+            total = 0
+            if args.warmup:
+                # a service has been running: the JVM's JIT has compiled Spark's and Delta's paths by
+                # then (a route + stats loop took ~680 ms in its first 30 s, ~400 ms after 3 min)
+                say(f"warm-up: generator at {args.rates[0]} events/s for {args.warmup}s (not counted)")
+                sent, _ = _sent(_generator(kafka, args.rates[0], args.warmup, seed=1))
+                total += sent
+                progress.wait_rows(writer, total, 600)
             records, _ = generate(Params(start_date=date(2026, 11, 1), days=1, sessions=None, events=50, seed=3),
                                   FxTable(conf.path("paths.fx_rates")))
             records = [r for r in records if r.topic == "clicks"]
-            total, single = 0, []
+            single = []
             say(f"single records: {args.singles} (2 warm-up)")
             for i in range(args.singles):
                 before = set(progress.batches)
@@ -298,9 +306,12 @@ def main(argv=None) -> int:
     p.add_argument("--rates", type=int, nargs="+", default=[200, 2000])
     p.add_argument("--singles", type=int, default=7, help="single-record batches (the first 2 are warm-up)")
     p.add_argument("--trigger", default="2 seconds")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="seconds of generator traffic (at the first rate) before anything is measured")
     p.add_argument("--fast-forward", type=int, default=0, help="also run this many tiny batches (>= 200)")
     p.add_argument("--skip-stream", action="store_true", help="only the fast-forward part")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--keep-event-log", type=Path, default=None, help="copy the Spark event log here")
     args = p.parse_args(argv)
     conf = cfg.load("local")
     work = Path(tempfile.mkdtemp(prefix="shopstream-freshness-"))
@@ -310,7 +321,7 @@ def main(argv=None) -> int:
                           extra_conf={"spark.eventLog.enabled": "true", "spark.eventLog.dir": event_dir.as_uri(),
                                       "spark.eventLog.rolling.enabled": "false",
                                       "spark.eventLog.compress": "false"})
-    out = {"trigger": args.trigger, "cores": os.cpu_count()}
+    out = {"trigger": args.trigger, "cores": os.cpu_count(), "warmup_s": args.warmup}
     if not args.skip_stream:
         out.update(stream_phases(spark, conf, args, work))
     if args.fast_forward:
@@ -321,6 +332,8 @@ def main(argv=None) -> int:
             phase["spark_jobs"] = _job_breakdown(event_dir, phase.pop("windows"))
             say(f"{phase['phase']}: Spark jobs per batch {phase['spark_jobs']['jobs_per_batch']}, "
                 f"job time per batch (median) {phase['spark_jobs']['job_ms_per_batch_median']} ms")
+    if args.keep_event_log:
+        shutil.copytree(event_dir, args.keep_event_log, dirs_exist_ok=True)
     shutil.rmtree(work, ignore_errors=True)   # broker data, tables, event log: read by now
     text = json.dumps(out, indent=2, default=str)
     print(text)

@@ -123,6 +123,25 @@ def test_each_record_class_routes_with_its_reason(spark):
         if detail is not None:
             assert r.detail == detail, name
 
+def test_routing_reads_each_record_once_and_quarantines_other_topics(spark):
+    """One pass over the source, whatever the topic: the routed batch has the source's partitions
+    (a union of one filtered branch per topic read the Kafka partitions once per branch: 3x the
+    tasks in the routing job and in every MERGE over the cached batch, bench/freshness.py)."""
+    rows = [_rec("orders", ORDER, 0), _rec("clicks", CLICK, 1), _rec("returns", ORDER, 2),
+            _rec("clicks", b"nope", 3)]
+    source = spark.createDataFrame(rows, KAFKA).repartition(3)
+    routed = bronze.route_records(bronze.with_kafka_metadata(source), TOPICS, 1024)
+    assert routed.rdd.getNumPartitions() == source.rdd.getNumPartitions() == 3
+    got = {r.kafka_offset: r for r in routed.collect()}
+    assert [(got[i].dest, got[i].reason, got[i].detail) for i in range(4)] == [
+        ("orders", None, None), ("clicks", None, None), ("quarantine", "unknown_topic", "returns"),
+        ("quarantine", "not_json", None)]
+    # each topic's payload only in its own column
+    assert got[0].order.order_id == ORDER["order_id"] and got[0].click is None
+    assert got[1].click.session_id == CLICK["session_id"] and got[1].order is None
+    assert got[2].order is None and got[2].click is None
+
+
 
 def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):
     routed = _routed(spark, [_rec("orders", ORDER, 5), _rec("clicks", _with(CLICK, extra=1), 6)])

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from shopstream import config as cfg
@@ -110,3 +112,18 @@ def test_package_zip_is_named_by_content_and_never_rewritten_under_a_reader(tmp_
     os.utime(first, (old, old))
     assert packages.package_zip(lib, dist) == second and not first.exists() and second.exists()
     assert not list(dist.glob("*.tmp"))
+
+
+def test_scheduler_cores_follows_the_master():
+    """A micro-batch is read in at most this many tasks (stream.start_bronze)."""
+    from types import SimpleNamespace
+
+    from shopstream.spark import scheduler_cores
+
+    def cores(master, parallelism=16):
+        return scheduler_cores(SimpleNamespace(sparkContext=SimpleNamespace(master=master,
+                                                                          defaultParallelism=parallelism)))
+    assert cores("local") == 1
+    assert cores("local[3]") == 3 and cores("local[4,2]") == 4
+    assert cores("local[*]") == (os.cpu_count() or 1)
+    assert cores("spark://host:7077", 24) == 24 and cores("yarn", 64) == 64

@@ -9,6 +9,7 @@ conf/packages.toml, so both paths load the same jars.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from pyspark.sql import SparkSession
@@ -63,3 +64,16 @@ def build_session(conf: cfg.Config, app_name: str | None = None, store_type: str
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SHOPSTREAM_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+def scheduler_cores(spark: SparkSession) -> int:
+    """How many tasks Spark runs at once: N for a local[N] master (local[*]: this machine's
+    cores; local: 1), otherwise the default parallelism (a cluster's total executor cores unless
+    spark.default.parallelism says otherwise)."""
+    sc = spark.sparkContext
+    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", sc.master.strip())
+    if m is None:
+        return max(1, int(sc.defaultParallelism))
+    if m.group(1) is None:
+        return 1
+    return (os.cpu_count() or 1) if m.group(1) == "*" else max(1, int(m.group(1)))
