@@ -395,3 +395,32 @@ def test_delta_store_runs_independent_calls_at_once_under_the_callers_job_group(
     finally:
         for key in ("spark.jobGroup.id", "spark.job.description"):
             spark.sparkContext.setLocalProperty(key, None)
+
+
+@pytest.mark.spark35   # the inline table's SQL functions exist on both lines
+def test_literal_rows_keep_every_value_exactly_and_plan_no_code_per_value(spark):
+    """The ledger row (and the bookkeeping rows) as an inline table: awkward strings, nulls,
+    aware and naive datetimes, dates and longs come back as Python would store them; and two
+    table plans as a local table scan (no literal compiled into generated code)."""
+    from datetime import date as Date
+    from decimal import Decimal as Dec
+    from pyspark.sql import types as T
+
+    from shopstream.stores.base import literal_rows
+
+    schema = T.StructType([T.StructField("s", T.StringType()), T.StructField("n", T.LongType()),
+                           T.StructField("i", T.IntegerType()), T.StructField("d", T.DateType()),
+                           T.StructField("ts", T.TimestampType()), T.StructField("m", T.DecimalType(12, 4)),
+                           T.StructField("b", T.BooleanType())])
+    awkward = "it's a \\ back'slash\n${spark.app.name} ünïcødé 🛒 \"q\""
+    aware = datetime(2019, 3, 31, 1, 30, 0, 123456, tzinfo=timezone.utc)
+    naive = datetime(2026, 11, 30, 10, 0, 5)
+    rows = [(awkward, 2 ** 62, -7, Date(2019, 1, 1), aware, Dec("-12.3400"), True),
+            (None, None, None, None, naive, None, False)]
+    got = literal_rows(spark, rows, schema)
+    assert [(f.name, f.dataType) for f in got.schema.fields] == [(f.name, f.dataType) for f in schema.fields]
+    expected = spark.createDataFrame(rows, schema).collect()   # PySpark's own conversion of the same values
+    assert got.collect() == expected
+    assert got.collect()[0].s == awkward and got.collect()[0].n == 2 ** 62
+    plan = got._jdf.queryExecution().executedPlan().toString()
+    assert "LocalTableScan" in plan and "Project" not in plan

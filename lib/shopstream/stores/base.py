@@ -166,18 +166,50 @@ class MaintenanceResult:
     files_after: int | None = None
 
 
+def _sql_value(value, dt: T.DataType) -> str | None:
+    """`value` as a constant SQL expression of type `dt` (None: a type this does not render).
+    Strings go as UTF-8 hex (no quoting, no ${...} variable substitution to fear); timestamps
+    as epoch microseconds, computed as PySpark converts a datetime (aware: its instant; naive:
+    local time), so the text depends on no time zone."""
+    name = dt.simpleString()
+    if value is None:
+        return f"CAST(NULL AS {name})"
+    if isinstance(dt, T.StringType):
+        return f"CAST(UNHEX('{str(value).encode('utf-8').hex()}') AS STRING)"
+    if isinstance(dt, T.BooleanType):
+        return "TRUE" if value else "FALSE"
+    if isinstance(dt, (T.LongType, T.IntegerType, T.ShortType, T.ByteType)):
+        return f"CAST({int(value)} AS {name})"
+    if isinstance(dt, T.DateType):
+        return f"DATE_FROM_UNIX_DATE({T.DateType().toInternal(value)})"
+    if isinstance(dt, T.TimestampType):
+        return f"TIMESTAMP_MICROS({T.TimestampType().toInternal(value)})"
+    if isinstance(dt, T.DecimalType):
+        return f"CAST('{value}' AS {name})"
+    return None
+
+
 def literal_rows(spark: SparkSession, rows: list[tuple], schema: T.StructType) -> DataFrame:
-    """A small DataFrame from Python values as literals: planned in the JVM, no Python workers
-    (createDataFrame on a list ships the rows through Python worker tasks)."""
+    """A small DataFrame of Python values, planned in the JVM as an inline table (a local
+    relation: no Python workers, which createDataFrame on a list would use, and no generated
+    code that changes with the values: literals in a projection are compiled into its code, so
+    every new row cost a compilation; bench/freshness.py's ledger step)."""
     from pyspark.sql import functions as F
 
     if not rows:
         return spark.createDataFrame([], schema)
-    selects = [spark.range(1).select(*[F.lit(v).cast(f.dataType).alias(f.name) for v, f in zip(row, schema.fields)])
-               for row in rows]
-    out = selects[0]
-    for df in selects[1:]:
-        out = out.unionByName(df)
+    rendered = [[_sql_value(v, f.dataType) for v, f in zip(row, schema.fields)] for row in rows]
+    if any(text is None for row in rendered for text in row):   # a type not rendered above
+        selects = [spark.range(1).select(*[F.lit(v).cast(f.dataType).alias(f.name)
+                                           for v, f in zip(row, schema.fields)]) for row in rows]
+        out = selects[0]
+        for df in selects[1:]:
+            out = out.unionByName(df)
+    else:
+        values = ", ".join("(" + ", ".join(row) + ")" for row in rendered)
+        names = ", ".join(f"`{f.name}`" for f in schema.fields)
+        out = spark.sql(f"SELECT * FROM VALUES {values} AS t({names})").select(
+            *[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in schema.fields])
     return out.coalesce(1)    # one partition, so one file when written (not one per row)
 
 
