@@ -32,7 +32,7 @@ from shopstream import config as cfg
 from shopstream import schemas
 from shopstream.generator import FxTable, Params, generate
 from shopstream.ingest import BronzeBatchWriter
-from shopstream.spark import build_session, scheduler_cores
+from shopstream.spark import build_session, local_cores
 from shopstream.stores.base import literal_rows
 from shopstream.stores.delta import DeltaStore
 
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     spark = build_session(conf, app_name="bench-bronze-steps")
     work = Path(tempfile.mkdtemp(prefix="shopstream-bronze-steps-"))
     codegen = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics
-    out = {"cores": scheduler_cores(spark)}
+    out = {"cores": local_cores(spark) or spark.sparkContext.defaultParallelism}
     try:
         records, _ = generate(Params(start_date=date(2026, 11, 1), days=1, sessions=None,
                                      events=args.records, seed=3), FxTable(conf.path("paths.fx_rates")))

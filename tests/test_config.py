@@ -114,16 +114,17 @@ def test_package_zip_is_named_by_content_and_never_rewritten_under_a_reader(tmp_
     assert not list(dist.glob("*.tmp"))
 
 
-def test_scheduler_cores_follows_the_master():
-    """A micro-batch is read in at most this many tasks (stream.start_bronze)."""
+def test_local_cores_follows_the_master():
+    """On a local master a micro-batch is read in at most this many tasks (stream.start_bronze);
+    a cluster master is left alone (None)."""
     from types import SimpleNamespace
 
-    from shopstream.spark import scheduler_cores
+    from shopstream.spark import local_cores
 
-    def cores(master, parallelism=16):
-        return scheduler_cores(SimpleNamespace(sparkContext=SimpleNamespace(master=master,
-                                                                          defaultParallelism=parallelism)))
+    def cores(master):
+        return local_cores(SimpleNamespace(sparkContext=SimpleNamespace(master=master)))
     assert cores("local") == 1
     assert cores("local[3]") == 3 and cores("local[4,2]") == 4
     assert cores("local[*]") == (os.cpu_count() or 1)
-    assert cores("spark://host:7077", 24) == 24 and cores("yarn", 64) == 64
+    assert cores("spark://host:7077") is None and cores("yarn") is None and cores("k8s://https://h:6443") is None
+    assert cores("local-cluster[2,1,1024]") is None

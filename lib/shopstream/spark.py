@@ -66,14 +66,13 @@ def build_session(conf: cfg.Config, app_name: str | None = None, store_type: str
     return spark
 
 
-def scheduler_cores(spark: SparkSession) -> int:
-    """How many tasks Spark runs at once: N for a local[N] master (local[*]: this machine's
-    cores; local: 1), otherwise the default parallelism (a cluster's total executor cores unless
-    spark.default.parallelism says otherwise)."""
-    sc = spark.sparkContext
-    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", sc.master.strip())
+def local_cores(spark: SparkSession) -> int | None:
+    """How many tasks a local master runs at once: N for local[N] (local[*]: this machine's
+    cores; local: 1). None for a cluster master, whose executors (and so cores) can come and go
+    while a job runs (dynamic allocation)."""
+    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", spark.sparkContext.master.strip())
     if m is None:
-        return max(1, int(sc.defaultParallelism))
+        return None
     if m.group(1) is None:
         return 1
     return (os.cpu_count() or 1) if m.group(1) == "*" else max(1, int(m.group(1)))

@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 
 from shopstream import locations
 from shopstream.ingest import BronzeBatchWriter
-from shopstream.spark import scheduler_cores
+from shopstream.spark import local_cores
 from shopstream.stores.base import Store
 
 log = logging.getLogger("shopstream.bronze")
@@ -124,11 +124,15 @@ def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_
               .option("maxOffsetsPerTrigger", opts.max_offsets_per_trigger)
               .option("failOnDataLoss", str(opts.fail_on_data_loss).lower())
               .option("kafka.fetch.max.wait.ms", str(opts.fetch_max_wait_ms)))
-    # a micro-batch is read in at most as many tasks as Spark runs at once: the routing's
-    # projections are code-generated again in every task (~50 ms each), so a small batch spread
-    # over more Kafka partitions than cores paid for tasks that could not run in parallel anyway
-    # (bench/freshness.py: route + stats of 800 records in 6 tasks ~400 ms, in 2 ~290 ms)
-    source = reader.load().coalesce(scheduler_cores(spark))
+    # on a local master a micro-batch is read in at most as many tasks as run at once: the
+    # routing's projections are code-generated again in every task, so a small batch spread over
+    # more Kafka partitions than cores paid for tasks that could not run in parallel anyway
+    # (bench/bronze_steps.py: route + stats of 800 records in 6 tasks 456 ms, in 2 337 ms). Not on
+    # a cluster: its cores at start (dynamic allocation) need not be its cores later
+    source = reader.load()
+    cores = local_cores(spark)
+    if cores is not None:
+        source = source.coalesce(cores)
     stream = (source.transform(writer.prepare).writeStream.queryName(opts.query_name)
               .option("checkpointLocation", _location(opts.checkpoint))
               .foreachBatch(writer))
