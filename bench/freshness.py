@@ -1,8 +1,11 @@
 """Bronze's per-batch floor and freshness, as a user running the stream as a service sees it.
 
-    .venv/bin/python bench/freshness.py [--seconds 60] [--trigger "2 seconds"] [--fast-forward 0]
+    .venv/bin/python bench/freshness.py [--seconds 60] [--trigger "2 seconds"] [--warmup 0]
+        [--rates 200 2000] [--fast-forward 0] [--keep-event-log DIR]
 
 One run, one process for the stream (a real local broker, Delta on local disk):
+0. --warmup S: the generator at the first rate for S seconds first, not measured (a service's JVM
+   is warm; Spark's and Delta's paths keep being JIT-compiled for minutes after a start);
 1. the bronze query starts (processing-time trigger, startingOffsets latest) on empty tables;
 2. single records, one at a time, each waited for: the duration of a 1-record batch (the first
    two are warm-up and not counted);
