@@ -424,3 +424,13 @@ def test_literal_rows_keep_every_value_exactly_and_plan_no_code_per_value(spark)
     assert got.collect()[0].s == awkward and got.collect()[0].n == 2 ** 62
     plan = got._jdf.queryExecution().executedPlan().toString()
     assert "LocalTableScan" in plan and "Project" not in plan
+
+
+def test_literal_rows_refuses_a_type_it_cannot_render(spark):
+    from pyspark.sql import types as T
+
+    from shopstream.stores.base import literal_rows
+
+    schema = T.StructType([T.StructField("n", T.LongType()), T.StructField("x", T.DoubleType())])
+    with pytest.raises(TypeError, match="x double"):
+        literal_rows(spark, [(1, 0.5)], schema)
