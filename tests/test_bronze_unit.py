@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from shopstream import bronze
 from shopstream.ids import uuid7_timestamp_ms
 from shopstream.ingest import BronzeBatchWriter
-from shopstream.stores.base import Txn
+from shopstream.stores.base import MergeBounds, Txn
 from shopstream.stores.delta import DeltaStore
 
 from rows import KAFKA, TOPICS  # noqa: E402
@@ -434,3 +434,58 @@ def test_literal_rows_refuses_a_type_it_cannot_render(spark):
     schema = T.StructType([T.StructField("n", T.LongType()), T.StructField("x", T.DoubleType())])
     with pytest.raises(TypeError, match="x double"):
         literal_rows(spark, [(1, 0.5)], schema)
+
+
+def _jobs_in_group(spark, group, run):
+    sc = spark.sparkContext
+    sc.setJobGroup(group, group)
+    try:
+        run()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
+    return len(sc.statusTracker().getJobIdsForGroup(group))
+
+
+@pytest.mark.spark35   # Delta 3.3 builds its snapshots' state the same way
+def test_warming_a_table_changes_nothing_and_spares_the_next_merge_the_snapshot_jobs(spark, tmp_path):
+    """Store.warm after a commit leaves the table as it was (no commit, same rows) and does
+    within itself the new snapshot's jobs (log replay, file statistics, file count) that the
+    next MERGE would otherwise run: that MERGE runs fewer Spark jobs than the one before it,
+    which followed a commit with no warming."""
+    from shopstream.ingest import ROWS, TABLES
+
+    store = DeltaStore(spark, tmp_path / "wh")
+    spec = TABLES["clicks"]
+    store.ensure_table(spec)
+    router = BronzeBatchWriter(store, TOPICS, 1024, "q", "run-1")
+
+    def insert(batch_id):
+        routed = router.route(spark.createDataFrame([_rec("clicks", CLICK, batch_id)], KAFKA), batch_id, INGESTED)
+        rows = ROWS["clicks"](routed).cache()
+        (ingestion_id, day), = rows.select("ingestion_id", "ingest_date").collect()
+        bounds = MergeBounds((day,), ingestion_id, ingestion_id)
+        return lambda: store.insert_new(spec, rows, bounds, Txn("q:run-1", batch_id)), bounds
+
+    for batch_id in range(3):   # (the first MERGEs of a new table find its small state built already)
+        first, bounds = insert(batch_id)
+        assert first() == 1
+    cold, bounds = insert(3)
+    cold_jobs = _jobs_in_group(spark, "cold-merge", lambda: cold() == 1 or pytest.fail("batch 3 not inserted"))
+    version = store.spark.sql(f"DESCRIBE HISTORY delta.`{store.path(spec.name)}`").count()
+    store.warm(spec, bounds)
+    assert store.spark.sql(f"DESCRIBE HISTORY delta.`{store.path(spec.name)}`").count() == version
+    warm, _ = insert(4)
+    warm_jobs = _jobs_in_group(spark, "warm-merge", lambda: warm() == 1 or pytest.fail("batch 4 not inserted"))
+    assert warm_jobs <= cold_jobs - 2, (cold_jobs, warm_jobs)
+    assert sorted(r.kafka_offset for r in store.read(spec.name).collect()) == [0, 1, 2, 3, 4]
+
+
+def test_the_writer_warms_the_tables_a_batch_wrote_in_the_background(spark, writer):
+    batch = spark.createDataFrame([_rec("orders", ORDER, 0), _rec("clicks", CLICK, 0)], KAFKA)
+    writer(batch, 0)
+    assert writer.warming is not None
+    writer.warming.result(timeout=120)   # raises what the warming raised (it logs store errors)
+    writer(spark.createDataFrame([_rec("clicks", CLICK, 1)], KAFKA), 1)
+    assert _table_counts(writer) == {"bronze_orders": 1, "bronze_clicks": 2, "bronze_quarantine": 0}
+    assert writer.store.read("bronze_batches").count() == 2

@@ -13,7 +13,9 @@ Per micro-batch:
     of that transaction (Delta: the commit carrying the txn action; Snowflake: the ledger), so
     a table committed before a crash counts as inserted by this batch, not as replayed;
  4. one metrics row appended to bronze_batches under the same transaction id (skipped when an
-    earlier attempt wrote it), one log line.
+    earlier attempt wrote it), one log line;
+ 5. in the background, while the stream waits for its next trigger: the store readies the
+    tables just written for the next batch's MERGEs (Store.warm; reads only).
 
 Fault injection (tests only): SHOPSTREAM_FAULT_KILL="BATCH:N" makes the writer kill its own
 process (SIGKILL) right after the N-th store commit of micro-batch BATCH (N=0: before the first
@@ -27,7 +29,7 @@ import logging
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -91,8 +93,11 @@ class BronzeBatchWriter:
         self.run_id = run_id
         self.latest_offsets = latest_offsets
         self.results: list[BatchResult] = []
+        self.warming: Future | None = None   # the last batch's Store.warm calls, running or done
         self._fault = _fault_point(os.environ.get(FAULT_ENV))
-        self._lag_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopstream-lag")
+        # off the batch's critical path: the broker's latest offsets (asked during the MERGEs)
+        # and readying the written tables for the next batch (after the ledger)
+        self._side_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopstream-side")
 
     def ensure_tables(self) -> None:
         for spec in (*TABLES.values(), BATCHES):
@@ -173,7 +178,7 @@ class BronzeBatchWriter:
 
             # the broker's latest offsets are asked while the tables are written (a network round
             # trip, ~60 ms, that no longer adds to the batch)
-            lag_future = self._lag_pool.submit(self._lag, end_offsets)
+            lag_future = self._side_pool.submit(self._lag, end_offsets)
 
             def committed(_table: str) -> None:
                 nonlocal commits
@@ -206,6 +211,22 @@ class BronzeBatchWriter:
         lap("ledger")
         commits += 1
         self._committed(batch_id, commits)
+        self.warming = self._side_pool.submit(self._warm, batch_id, sc.getLocalProperty("spark.jobGroup.id"),
+                                              [(spec, bounds) for spec, _source, bounds in writes])
+
+    def _warm(self, batch_id: int, job_group: str | None, written: list) -> None:
+        """The store readies the tables this batch wrote for the next batch's MERGEs, while the
+        stream waits for its next trigger (Store.warm: reads only; a failure costs nothing but
+        the time it would have saved). Its jobs run in the batch's job group: stopping the query
+        cancels them with the query's own."""
+        sc = self.store.spark.sparkContext
+        sc.setLocalProperty("spark.jobGroup.id", job_group)
+        sc.setJobDescription(f"bronze batch {batch_id}: warm")
+        for spec, bounds in written:
+            try:
+                self.store.warm(spec, bounds)
+            except Exception as exc:   # noqa: BLE001 - e.g. the session stopping under it
+                log.info("bronze batch %s: could not ready %s for the next batch: %s", batch_id, spec.name, exc)
 
     def _lag(self, end_offsets: dict[str, dict[str, int]]) -> int | None:
         if self.latest_offsets is None:

@@ -120,6 +120,12 @@ class Store(ABC):
         """Atomically replace the rows whose partition column lies in [first, last] with `df`
         (whose rows must all lie in that range)."""
 
+    def warm(self, spec: TableSpec, bounds: MergeBounds) -> None:
+        """Ready what the table's next insert_new reads and the store would otherwise compute
+        inside it (Delta: the new snapshot's state), so that the work runs between micro-batches
+        instead of within the next one. Only reads; the writer calls it in the background after
+        a batch's commits. Stores with nothing to ready do nothing."""
+
     def maintain(self, spec: TableSpec, retention_hours: float, zorder: bool = False) -> MaintenanceResult:
         """Compact small files and remove files no longer referenced (older than the retention).
         Stores that manage their own storage do nothing and say so."""
