@@ -10,8 +10,14 @@
    literals over range(1) (literal_rows before) and as the inline table literal_rows builds now,
    alternating, with Spark's count of code compilations for each.
 
-The first half of each series is JIT warm-up; medians are of the second half. Progress lines go
-to stderr, a JSON summary to stdout.
+3. 1-record batches through the whole writer (BronzeBatchWriter on a static batch) into two
+   warehouses, alternating: one whose store readies the written tables after each batch
+   (Store.warm, what the writer does) and one whose warm does nothing; after each batch both wait
+   for the warming and then 0.5 s, as a stream waits for its next trigger. Reports the batch and
+   its MERGE step.
+
+The first half of each series is JIT warm-up; medians are of the second half. `--steps` picks
+experiments (default all). Progress lines go to stderr, a JSON summary to stdout.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def projection_rows(spark, rows, schema):
     return out.coalesce(1)
 
 
-def alternate(seconds: float, variants: dict, on_run=None) -> dict:
+def alternate(seconds: float, variants: dict, after=None) -> dict:
     times = {k: [] for k in variants}
     t0, i = time.monotonic(), 0
     while time.monotonic() - t0 < seconds:
@@ -60,6 +66,8 @@ def alternate(seconds: float, variants: dict, on_run=None) -> dict:
             start = time.monotonic()
             run(i)
             times[name].append(time.monotonic() - start)
+            if after is not None:
+                after(name)
         i += 1
         if i % 50 == 0:
             say(f"{i} rounds, " + ", ".join(f"{k} last-50 median {statistics.median(v[-50:]) * 1000:.0f} ms"
@@ -68,10 +76,44 @@ def alternate(seconds: float, variants: dict, on_run=None) -> dict:
             for k, v in times.items()}
 
 
+class _NoWarmDeltaStore(DeltaStore):
+    def warm(self, spec, bounds) -> None:   # the writer before Store.warm
+        return None
+
+
+def warm_experiment(spark, work: Path, records, seconds: float) -> dict:
+    writers = {name: BronzeBatchWriter(cls(spark, work / name.replace(" ", "_")),
+                                       {"orders": "orders", "clicks": "clicks"}, 65536, "bench", "run")
+               for name, cls in (("tables readied between batches", DeltaStore), ("no warm", _NoWarmDeltaStore))}
+    for w in writers.values():
+        w.ensure_tables()
+    orders = [r for r in records if r.topic == "orders"]
+    merge_ms = {k: [] for k in writers}
+
+    def batch(name):
+        w = writers[name]
+
+        def run(i):
+            r = orders[i % len(orders)]
+            w(spark.createDataFrame([(r.key, r.value, r.topic, 0, i, datetime.now(timezone.utc), 0)], KAFKA), i)
+            merge_ms[name].append(w.results[-1].timings_ms["merge"])
+        return run
+
+    def idle(name):   # the writer's warming, then the rest of a trigger interval, outside the timing
+        writers[name].warming.result()
+        time.sleep(0.5)
+    say(f"1-record batches: {', '.join(writers)}, alternating for {seconds:.0f}s")
+    out = alternate(seconds, {k: batch(k) for k in writers}, after=idle)
+    for k, v in merge_ms.items():
+        out[k]["merge_step_median_ms_second_half"] = round(statistics.median(v[len(v) // 2:]))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=240, help="per experiment")
     p.add_argument("--records", type=int, default=800)
+    p.add_argument("--steps", nargs="+", choices=["route", "ledger", "warm"], default=["route", "ledger", "warm"])
     args = p.parse_args(argv)
     conf = cfg.load("local")
     spark = build_session(conf, app_name="bench-bronze-steps")
@@ -81,6 +123,7 @@ def main(argv=None) -> int:
     try:
         records, _ = generate(Params(start_date=date(2026, 11, 1), days=1, sessions=None,
                                      events=args.records, seed=3), FxTable(conf.path("paths.fx_rates")))
+        records = list(records)
         now = datetime.now(timezone.utc)
         rows = [(r.key, r.value, r.topic, i % 3, i, now, 0) for i, r in enumerate(list(records)[:args.records])]
         writer = BronzeBatchWriter(DeltaStore(spark, work / "wh"), {"orders": "orders", "clicks": "clicks"},
@@ -97,8 +140,9 @@ def main(argv=None) -> int:
                     F.max("ingestion_id"), F.max("kafka_offset"), F.collect_set("ingest_date")).collect()
                 routed.unpersist()
             return run
-        say(f"route + stats of {args.records} records: {', '.join(prepared)}, alternating for {args.seconds:.0f}s")
-        out["route_and_stats"] = alternate(args.seconds, {k: route_and_stats(v) for k, v in prepared.items()})
+        if "route" in args.steps:
+            say(f"route + stats of {args.records} records: {', '.join(prepared)}, alternating for {args.seconds:.0f}s")
+            out["route_and_stats"] = alternate(args.seconds, {k: route_and_stats(v) for k, v in prepared.items()})
 
         compilations = {"projection of literals": 0, "inline table": 0}
         builders = {"projection of literals": projection_rows, "inline table": literal_rows}
@@ -113,10 +157,14 @@ def main(argv=None) -> int:
                 builders[name](spark, [row], schemas.BRONZE_BATCHES).write.format("delta").mode("append").save(path)
                 compilations[name] += codegen.METRIC_COMPILATION_TIME().getCount() - before
             return run
-        say(f"ledger row appends: {', '.join(builders)}, alternating for {args.seconds:.0f}s")
-        out["ledger_append"] = alternate(args.seconds, {k: append(k) for k in builders})
-        for k, n in compilations.items():
-            out["ledger_append"][k]["compilations"] = n
+        if "ledger" in args.steps:
+            say(f"ledger row appends: {', '.join(builders)}, alternating for {args.seconds:.0f}s")
+            out["ledger_append"] = alternate(args.seconds, {k: append(k) for k in builders})
+            for k, n in compilations.items():
+                out["ledger_append"][k]["compilations"] = n
+
+        if "warm" in args.steps:
+            out["one_record_batches"] = warm_experiment(spark, work, records, args.seconds)
     finally:
         spark.stop()
         shutil.rmtree(work, ignore_errors=True)
