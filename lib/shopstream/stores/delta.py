@@ -71,6 +71,14 @@ def _sql_literal(value: str) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _within(spec: TableSpec, bounds: MergeBounds, prefix: str = "") -> str:
+    """The target rows a bronze batch can match: its dates' partitions and its id range, as
+    literals Delta prunes partitions and skips files on (insert_new's ON clause; warm's scan)."""
+    dates = ", ".join(spark_date(d) for d in bounds.dates)
+    return (f"{prefix}{spec.partition_by} IN ({dates}) AND {prefix}{spec.key} "
+            f"BETWEEN {_sql_literal(bounds.min_id)} AND {_sql_literal(bounds.max_id)}")
+
+
 class DeltaStore(Store):
     def __init__(self, spark: SparkSession, warehouse: str | Path) -> None:
         super().__init__(spark)
@@ -267,10 +275,7 @@ class DeltaStore(Store):
     def _insert_new_once(self, spec: TableSpec, source: DataFrame, bounds: MergeBounds, txn: Txn) -> int | None:
         if self._applied(spec.name, txn):
             return None
-        key, part = spec.key, spec.partition_by
-        dates = ", ".join(f"DATE'{d.isoformat()}'" for d in bounds.dates)
-        condition = (f"t.{key} = s.{key} AND t.{part} IN ({dates}) "
-                     f"AND t.{key} BETWEEN {_sql_literal(bounds.min_id)} AND {_sql_literal(bounds.max_id)}")
+        condition = f"t.{spec.key} = s.{spec.key} AND {_within(spec, bounds, 't.')}"
         target = DeltaTable.forPath(self.spark, self.path(spec.name))
         with self._user_metadata(txn):
             rows = compat.merge_metrics(target.alias("t").merge(source.alias("s"), condition)
@@ -306,12 +311,8 @@ class DeltaStore(Store):
         ~880 ms (bench/bronze_steps.py). Asked for here after a commit (DESCRIBE DETAIL:
         numFiles; planning a scan bounded like the MERGE's ON clause: data skipping), they are
         cached on the snapshot the next MERGE starts from, unless another writer commits first."""
-        path = self.path(spec.name)
-        self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").collect()
-        key, part = spec.key, spec.partition_by
-        self.read(spec.name).where(
-            f"{partition_predicate(part, bounds.dates, spark_date)} "
-            f"AND {key} BETWEEN {_sql_literal(bounds.min_id)} AND {_sql_literal(bounds.max_id)}").inputFiles()
+        self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(spec.name)}`").collect()
+        self.read(spec.name).where(_within(spec, bounds)).inputFiles()
 
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
         self._retrying(f"{spec.name} append", lambda: self._append_once(spec, df, txn),
