@@ -250,6 +250,7 @@ def stream_phases(spark, conf, args, work: Path) -> dict:
                 out[f"rate_{rate}"]["generator_events_per_s"] = actual
         finally:
             stop_gracefully(query)
+            writer.close()
             writer.checkpoint_lock.release()
         return out
     finally:

@@ -93,6 +93,7 @@ def main(argv=None) -> int:
             query.awaitTermination(1)
             monitor.tick()
     finally:
+        writer.close()
         writer.checkpoint_lock.release()
     last = writer.results[-1].batch_id if writer.results else None
     if query.exception() is not None:

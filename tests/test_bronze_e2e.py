@@ -105,9 +105,20 @@ def _bronze_subprocess(env_root: Path, kafka, topics, checkpoint: Path, max_offs
         "SHOPSTREAM__SPARK__MASTER": "local[2]",
     })
     job = cfg.PROJECT_ROOT / "jobs" / "bronze_stream.py"
-    return subprocess.Popen([sys.executable, str(job), "--checkpoint", str(checkpoint),
-                             "--max-offsets-per-trigger", str(max_offsets)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # stderr to a file, never an unread pipe: a job that logs more than the pipe holds (64 KiB)
+    # would block on a write and look hung
+    log = checkpoint.parent / f"{checkpoint.name}-{time.monotonic_ns()}.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(job), "--checkpoint", str(checkpoint),
+                                 "--max-offsets-per-trigger", str(max_offsets)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def _tail(proc, chars: int = 3000) -> str:
+    """The end of a _bronze_subprocess's stderr, for an assertion message."""
+    return proc.log.read_text(errors="replace")[-chars:]
 
 
 def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(spark, kafka, fresh_topics, base_conf, tmp_path):
@@ -133,10 +144,10 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(spark, kafk
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert committed >= 1, proc.stderr.read().decode()[-3000:]
+    assert committed >= 1, _tail(proc)
     assert sum(_counts(store).values()) < total      # records remained when it died
     restart = _bronze_subprocess(crashed, kafka, fresh_topics, tmp_path / "cp-crash", max_offsets=300)
-    assert restart.wait(timeout=600) == 0, restart.stderr.read().decode()[-3000:]
+    assert restart.wait(timeout=600) == 0, _tail(restart)
 
     clean = DeltaStore(spark, tmp_path / "clean")
     run_available_now(spark, clean, _opts(kafka, fresh_topics, tmp_path / "cp-clean"))

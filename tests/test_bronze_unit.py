@@ -1,6 +1,7 @@
 """Bronze routing and the foreachBatch writer on static DataFrames, against real Delta tables."""
 
 import json
+import threading
 from decimal import Decimal
 from datetime import datetime, timezone
 
@@ -489,3 +490,27 @@ def test_the_writer_warms_the_tables_a_batch_wrote_in_the_background(spark, writ
     writer(spark.createDataFrame([_rec("clicks", CLICK, 1)], KAFKA), 1)
     assert _table_counts(writer) == {"bronze_orders": 1, "bronze_clicks": 2, "bronze_quarantine": 0}
     assert writer.store.read("bronze_batches").count() == 2
+
+
+def test_closing_the_writer_waits_for_the_last_warming_then_stops_the_side_threads(spark, tmp_path):
+    started, release, warmed = threading.Event(), threading.Event(), []
+
+    class SlowWarm(DeltaStore):
+        def warm(self, spec, bounds):
+            started.set()
+            release.wait(60)
+            warmed.append(spec.name)
+
+    w = BronzeBatchWriter(SlowWarm(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    w.ensure_tables()
+    w(spark.createDataFrame([_rec("orders", ORDER, 0)], KAFKA), 0)
+    assert started.wait(60)
+    closing = threading.Thread(target=w.close)
+    closing.start()
+    closing.join(0.5)
+    assert closing.is_alive()                   # close waits for the warming in flight ...
+    release.set()
+    closing.join(60)
+    assert not closing.is_alive() and warmed == ["bronze_orders"]   # ... which ran to its end
+    with pytest.raises(RuntimeError):           # and no side work is taken after it
+        w._side_pool.submit(lambda: None)

@@ -214,6 +214,12 @@ class BronzeBatchWriter:
         self.warming = self._side_pool.submit(self._warm, batch_id, sc.getLocalProperty("spark.jobGroup.id"),
                                               [(spec, bounds) for spec, _source, bounds in writes])
 
+    def close(self) -> None:
+        """Once the query has ended: let the last batch's warming finish (it runs for under a
+        second) and stop the side threads, so nothing reads the tables through a session being
+        stopped, and the interpreter's exit does not wait on them."""
+        self._side_pool.shutdown(wait=True, cancel_futures=True)
+
     def _warm(self, batch_id: int, job_group: str | None, written: list) -> None:
         """The store readies the tables this batch wrote for the next batch's MERGEs, while the
         stream waits for its next trigger (Store.warm: reads only; a failure costs nothing but
@@ -226,7 +232,9 @@ class BronzeBatchWriter:
             try:
                 self.store.warm(spec, bounds)
             except Exception as exc:   # noqa: BLE001 - e.g. the session stopping under it
-                log.info("bronze batch %s: could not ready %s for the next batch: %s", batch_id, spec.name, exc)
+                # the first line only: a Py4J error carries the whole Java stack trace
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                log.info("bronze batch %s: could not ready %s for the next batch: %s", batch_id, spec.name, first)
 
     def _lag(self, end_offsets: dict[str, dict[str, int]]) -> int | None:
         if self.latest_offsets is None:

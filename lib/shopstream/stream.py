@@ -107,7 +107,8 @@ def _location(checkpoint: str | Path) -> str:
 
 def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_offsets=None):
     """Lock the checkpoint, create the tables if needed and start the query; returns (query,
-    writer). The lock is `writer.checkpoint_lock`: release it once the query has ended."""
+    writer). The lock is `writer.checkpoint_lock`: once the query has ended, `writer.close()`, then
+    release it."""
     lock = CheckpointLock(opts.checkpoint)
     try:
         writer = BronzeBatchWriter(store, opts.topics, opts.max_record_bytes, opts.query_name,
@@ -153,6 +154,7 @@ def run_available_now(spark: SparkSession, store: Store, opts: StreamOptions) ->
     try:
         query.awaitTermination()
     finally:
+        writer.close()
         writer.checkpoint_lock.release()
     if query.exception() is not None:
         raise RuntimeError(f"bronze query failed: {query.exception()}")
