@@ -44,13 +44,41 @@ def scripting_block(sql: str) -> list[str] | None:
     return [x.strip() for x in m.group("body").split(";\n") if x.strip().rstrip(";")]
 
 
+def insert_only_merge(sql: str) -> str | None:
+    """An insert-only MERGE (one WHEN NOT MATCHED THEN INSERT) as the INSERT ... WHERE NOT
+    EXISTS it means, or None for any other statement. fakesnow runs a MERGE as several
+    statements around a temporary table whose bookkeeping it writes to its own global database,
+    which DuckDB refuses inside a transaction that already wrote the user's database ("a single
+    transaction can only write to a single attached database"); Snowflake runs a MERGE in a
+    transaction like any DML, so inside a block the emulator runs its plain equivalent."""
+    import sqlglot
+    from sqlglot import exp
+
+    if not re.match(r"^\s*MERGE\s", sql, re.I):
+        return None
+    merge = sqlglot.parse_one(sql, read="snowflake")
+    whens = merge.args.get("whens")
+    whens = list(getattr(whens, "expressions", whens) or [])
+    if not isinstance(merge, exp.Merge) or len(whens) != 1 or whens[0].args.get("matched") \
+            or whens[0].args.get("condition") is not None or not isinstance(whens[0].args.get("then"), exp.Insert):
+        return None
+    insert, target, source = whens[0].args["then"], merge.this, merge.args["using"]
+    into = target.copy()
+    into.set("alias", None)
+    return (f"INSERT INTO {into.sql('snowflake')} {insert.this.sql('snowflake')} "
+            f"SELECT {', '.join(v.sql('snowflake') for v in insert.expression.expressions)} "
+            f"FROM {source.sql('snowflake')} WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {target.sql('snowflake')} WHERE {merge.args['on'].sql('snowflake')})")
+
+
 def run_block(conn, statements: list[str]) -> None:
     """All statements in one transaction on this session: all applied, or none."""
     cur = conn.cursor()
     cur.execute("BEGIN TRANSACTION")
     try:
         for stmt in statements:
-            cur.execute(exact_parse_json(stmt.rstrip(";")))
+            stmt = stmt.rstrip(";")
+            cur.execute(exact_parse_json(insert_only_merge(stmt) or stmt))
     except Exception:
         cur.execute("ROLLBACK")
         raise

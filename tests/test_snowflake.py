@@ -72,14 +72,42 @@ def test_same_batch_twice_inserts_once_and_is_skipped_by_the_ledger(spark, sf):
     sf.ensure_table(spec)
     batch = _clicks(spark, range(5))
     assert sf.insert_new(spec, batch, _bounds(batch), Txn("bronze:run-1", 0)) == 5
-    merges = sum(s.startswith("MERGE") for s in sf.sql_log)
+    merges = sum("MERGE INTO" in s for s in sf.sql_log)
     assert sf.insert_new(spec, batch, _bounds(batch), Txn("bronze:run-1", 0)) is None
-    assert sum(s.startswith("MERGE") for s in sf.sql_log) == merges          # skipped: no second MERGE
+    assert sum("MERGE INTO" in s for s in sf.sql_log) == merges              # skipped: no second MERGE
     assert _count(sf, spec.name) == 5
     assert sf.committed_inserts(spec, Txn("bronze:run-1", 0)) == 5
     # a new run (deleted checkpoint) re-reads the same records: the MERGE keys insert nothing
     assert sf.insert_new(spec, batch, _bounds(batch), Txn("bronze:run-2", 0)) == 0
     assert _count(sf, spec.name) == 5
+
+
+@pytest.mark.connector
+@pytest.mark.spark35
+def test_a_merge_and_its_ledger_row_commit_together_or_not_at_all(spark, sf, monkeypatch):
+    """The ledger row (with the batch's first-time count) and the MERGE are one transaction: if
+    the MERGE fails after the row was written, neither stays, and the batch's rerun inserts its
+    rows and counts them. Written as two statements, the rerun would find the row and skip the
+    MERGE (rows lost), or, row last, find none and count 0."""
+    spec = TABLES["clicks"]
+    sf.ensure_table(spec)
+    sf.insert_new(spec, _clicks(spark, range(2)), _bounds(_clicks(spark, range(2))), Txn("q:r", 0))
+    batch = _clicks(spark, range(2, 7))
+    real = q.merge_insert_new
+    monkeypatch.setattr(q, "merge_insert_new",
+                        lambda loc, sp, staging, bounds: real(loc, sp, staging, bounds).replace(
+                            "WHEN NOT MATCHED", "WHEN NOT MATCHED AND NO_SUCH_COLUMN = 1"))
+    with pytest.raises(Exception):
+        sf.insert_new(spec, batch, _bounds(batch), Txn("q:r", 1))
+    assert any("NO_SUCH_COLUMN" in s and s.index("INSERT INTO") < s.index("MERGE INTO") for s in sf.sql_log)
+    assert sf.committed_inserts(spec, Txn("q:r", 1)) is None                  # no ledger row ...
+    assert _count(sf, spec.name) == 2                                         # ... and no rows
+    monkeypatch.setattr(q, "merge_insert_new", real)
+    assert sf.insert_new(spec, batch, _bounds(batch), Txn("q:r", 1)) == 5     # the rerun
+    assert sf.committed_inserts(spec, Txn("q:r", 1)) == 5 and _count(sf, spec.name) == 7
+    # a rerun after the commit: skipped, its count read back
+    assert sf.insert_new(spec, batch, _bounds(batch), Txn("q:r", 1)) is None
+    assert sf.committed_inserts(spec, Txn("q:r", 1)) == 5
 
 
 @pytest.mark.connector
@@ -91,7 +119,7 @@ def test_overlapping_batches_insert_each_record_once_with_one_bounded_merge_each
     assert sf.insert_new(spec, a, _bounds(a), Txn("q:r", 0)) == 6
     assert sf.insert_new(spec, b, _bounds(b), Txn("q:r", 1)) == 4
     assert _count(sf, spec.name) == 10
-    merges = [s for s in sf.sql_log if s.startswith("MERGE")]
+    merges = [s for s in sf.sql_log if "MERGE INTO" in s]
     assert len(merges) == 2
     assert "\"INGEST_DATE\" IN ('2026-11-01'::DATE)" in merges[1] and " BETWEEN '" in merges[1]
 

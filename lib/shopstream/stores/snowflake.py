@@ -296,10 +296,11 @@ class SnowflakeStore(Store):
         if self.run(q.ledger_seen(self.loc, txn, spec.name))[0][0]:
             return None
         with self._staged(spec, source) as staging:
-            inserted = int(self.run(q.merge_insert_new(self.loc, spec, staging, bounds))[0][0])
-        # a crash between the MERGE and this record: the rerun's MERGE inserts 0 and records 0,
-        # so that batch's first-time count reads 0 (the data stays exact; Delta has no such gap)
-        self.run(q.ledger_record(self.loc, txn, spec.name, inserted))
+            # the MERGE and its ledger row in one transaction: a crash leaves both or neither
+            self.run(q.transaction_block(q.insert_new_statements(self.loc, spec, staging, bounds, txn)))
+        inserted = self.committed_inserts(spec, txn)
+        if inserted is None:
+            raise RuntimeError(f"{spec.name}: the ledger has no inserted-row count for {txn} after its MERGE")
         return inserted
 
     def committed_inserts(self, spec: TableSpec, txn: Txn) -> int | None:

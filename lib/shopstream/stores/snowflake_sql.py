@@ -134,10 +134,13 @@ def ledger_seen(loc: Location, txn: Txn, table: str) -> str:
 
 
 def ledger_record(loc: Location, txn: Txn, table: str, rows_inserted: int | None = None) -> str:
-    rows = "NULL" if rows_inserted is None else str(int(rows_inserted))
+    return _ledger_insert(loc, txn, table, "NULL" if rows_inserted is None else str(int(rows_inserted)))
+
+
+def _ledger_insert(loc: Location, txn: Txn, table: str, rows_sql: str) -> str:
     return (f"INSERT INTO {loc.table(LEDGER)} (\"APP_ID\", \"TABLE_NAME\", \"VERSION\", \"COMMITTED_AT\", "
             f"\"ROWS_INSERTED\") SELECT {_literal(txn.app_id)}, {_literal(table.upper())}, {int(txn.version)}, "
-            f"CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ, {rows}")
+            f"CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ, {rows_sql}")
 
 
 def ledger_inserted(loc: Location, txn: Txn, table: str) -> str:
@@ -153,15 +156,32 @@ def _literal(text: str) -> str:
     return f"'{text}'"
 
 
+def _insert_new_match(spec: TableSpec, bounds: MergeBounds) -> str:
+    """A target row t that a source row s of the batch matches: same key, within the batch's
+    date partitions and id range (the literal bounds let Snowflake prune micro-partitions)."""
+    key, part = ident(spec.key), ident(spec.partition_by)
+    dates = ", ".join(_date(d) for d in bounds.dates)
+    return (f"t.{key} = s.{key} AND t.{part} IN ({dates}) "
+            f"AND t.{key} BETWEEN {_uuid(bounds.min_id)} AND {_uuid(bounds.max_id)}")
+
+
 def merge_insert_new(loc: Location, spec: TableSpec, staging: str, bounds: MergeBounds) -> str:
     """Insert-only MERGE of a deduplicated staging table, bounded to the batch (design §4)."""
-    key, part = ident(spec.key), ident(spec.partition_by)
     cols = [ident(f.name) for f in spec.schema.fields]
-    dates = ", ".join(_date(d) for d in bounds.dates)
     return (f"MERGE INTO {loc.table(spec.name)} t USING {source(loc, spec, staging)} s "
-            f"ON t.{key} = s.{key} AND t.{part} IN ({dates}) "
-            f"AND t.{key} BETWEEN {_uuid(bounds.min_id)} AND {_uuid(bounds.max_id)} "
+            f"ON {_insert_new_match(spec, bounds)} "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('s.' + c for c in cols)})")
+
+
+def insert_new_statements(loc: Location, spec: TableSpec, staging: str, bounds: MergeBounds, txn: Txn) -> list[str]:
+    """The insert-only MERGE and its ledger row, for one transaction block (design §4): the row
+    records how many staged rows have no match, counted with the MERGE's own condition just
+    before it in the same transaction: the rows its NOT MATCHED branch inserts (bronze has one
+    writer per checkpoint). Both commit, or neither: no crash can leave the rows without their
+    count, or a count without the rows."""
+    new_rows = (f"(SELECT COUNT(*) FROM {loc.table(staging)} s WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {loc.table(spec.name)} t WHERE {_insert_new_match(spec, bounds)}))")
+    return [_ledger_insert(loc, txn, spec.name, new_rows), merge_insert_new(loc, spec, staging, bounds)]
 
 
 def replace_partitions_statements(loc: Location, spec: TableSpec, staging: str, first: date, last: date) -> list[str]:
