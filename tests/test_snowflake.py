@@ -112,6 +112,28 @@ def test_a_merge_and_its_ledger_row_commit_together_or_not_at_all(spark, sf, mon
 
 @pytest.mark.connector
 @pytest.mark.spark35
+def test_an_append_and_its_ledger_row_commit_together_or_not_at_all(spark, sf, monkeypatch):
+    """An append with a txn (the bronze_batches row, gold_builds) and its ledger row: a failure
+    after the ledger row leaves neither, so the rerun appends once; committed, a rerun appends
+    nothing. Run as separate statements, the failed append would leave the ledger row and the
+    rerun would skip the rows (lost), or, row last, append them twice."""
+    spec = TABLES["clicks"]
+    sf.ensure_table(spec)
+    rows = _clicks(spark, range(3))
+    real = q.ledger_record
+    monkeypatch.setattr(q, "ledger_record", lambda *a, **k: real(*a, **k) + " WHERE NO_SUCH_COLUMN = 1")
+    with pytest.raises(Exception):
+        sf.append(spec, rows, Txn("gold:run", 7))
+    assert any("NO_SUCH_COLUMN" in s and s.startswith("EXECUTE IMMEDIATE") for s in sf.sql_log)
+    assert _count(sf, spec.name) == 0                                         # the insert rolled back
+    monkeypatch.setattr(q, "ledger_record", real)
+    sf.append(spec, rows, Txn("gold:run", 7))
+    sf.append(spec, rows, Txn("gold:run", 7))                                 # rerun: skipped
+    assert _count(sf, spec.name) == 3
+
+
+@pytest.mark.connector
+@pytest.mark.spark35
 def test_overlapping_batches_insert_each_record_once_with_one_bounded_merge_each(spark, sf):
     spec = TABLES["clicks"]
     sf.ensure_table(spec)

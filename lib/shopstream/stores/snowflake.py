@@ -313,9 +313,11 @@ class SnowflakeStore(Store):
             if self.run(q.ledger_seen(self.loc, txn, spec.name))[0][0]:
                 return
         with self._staged(spec, df) as staging:
-            self.run(q.insert_from(self.loc, spec, staging))
-        if txn is not None:
-            self.run(q.ledger_record(self.loc, txn, spec.name))
+            insert = q.insert_from(self.loc, spec, staging)
+            if txn is None:
+                self.run(insert)
+            else:   # the rows and their ledger row together: a rerun after a crash appends nothing twice
+                self.run(q.transaction_block([insert, q.ledger_record(self.loc, txn, spec.name)]))
 
     def read(self, name: str) -> DataFrame:
         df = (self.spark.read.format(SOURCE).options(**self.options.for_spark())
