@@ -316,6 +316,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-stream", action="store_true", help="only the fast-forward part")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--keep-event-log", type=Path, default=None, help="copy the Spark event log here")
+    p.add_argument("--driver-java-options", default=None,
+                   help="spark.driver.extraJavaOptions for this run's driver JVM (e.g. JIT settings)")
     args = p.parse_args(argv)
     conf = cfg.load("local")
     work = Path(tempfile.mkdtemp(prefix="shopstream-freshness-"))
@@ -324,8 +326,11 @@ def main(argv=None) -> int:
     spark = build_session(conf, app_name="bench-freshness",
                           extra_conf={"spark.eventLog.enabled": "true", "spark.eventLog.dir": event_dir.as_uri(),
                                       "spark.eventLog.rolling.enabled": "false",
-                                      "spark.eventLog.compress": "false"})
-    out = {"trigger": args.trigger, "cores": os.cpu_count(), "warmup_s": args.warmup}
+                                      "spark.eventLog.compress": "false"}
+                          | ({"spark.driver.extraJavaOptions": args.driver_java_options}
+                             if args.driver_java_options else {}))
+    out = {"trigger": args.trigger, "cores": os.cpu_count(), "warmup_s": args.warmup,
+           "driver_java_options": args.driver_java_options}
     if not args.skip_stream:
         out.update(stream_phases(spark, conf, args, work))
     if args.fast_forward:
