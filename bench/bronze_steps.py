@@ -7,7 +7,8 @@
    as many tasks as Spark runs at once (what stream.start_bronze reads a micro-batch with),
    alternating, new batch id and time each run;
 2. one ledger row (schemas.BRONZE_BATCHES) appended to a Delta table, built as a projection of
-   literals over range(1) (literal_rows before) and as the inline table literal_rows builds now,
+   literals over range(1) (literal_rows before), as an inline table with a select and a coalesce
+   (literal_rows before 2026-11-30) and as the one SQL statement literal_rows runs now,
    alternating, with Spark's count of code compilations for each.
 
 3. 1-record batches through the whole writer (BronzeBatchWriter on a static batch) into two
@@ -55,6 +56,18 @@ def projection_rows(spark, rows, schema):
     for row in rows:
         df = spark.range(1).select(*[F.lit(v).cast(f.dataType).alias(f.name) for v, f in zip(row, schema.fields)])
         out = df if out is None else out.unionByName(df)
+    return out.coalesce(1)
+
+
+def three_call_rows(spark, rows, schema):
+    """literal_rows before 2026-11-30: the inline table, then a select of casts and a coalesce,
+    each a separate DataFrame call (py4j round trips and an analysis each)."""
+    from shopstream.stores.base import _sql_value
+
+    rendered = ["(" + ", ".join(_sql_value(v, f.dataType) for v, f in zip(row, schema.fields)) + ")" for row in rows]
+    names = ", ".join(f"`{f.name}`" for f in schema.fields)
+    out = spark.sql(f"SELECT * FROM VALUES {', '.join(rendered)} AS t({names})").select(
+        *[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in schema.fields])
     return out.coalesce(1)
 
 
@@ -144,8 +157,9 @@ def main(argv=None) -> int:
             say(f"route + stats of {args.records} records: {', '.join(prepared)}, alternating for {args.seconds:.0f}s")
             out["route_and_stats"] = alternate(args.seconds, {k: route_and_stats(v) for k, v in prepared.items()})
 
-        compilations = {"projection of literals": 0, "inline table": 0}
-        builders = {"projection of literals": projection_rows, "inline table": literal_rows}
+        builders = {"projection of literals": projection_rows, "inline table, three calls": three_call_rows,
+                    "inline table, one statement": literal_rows}
+        compilations = {k: 0 for k in builders}
 
         def append(name):
             path = str(work / name.replace(" ", "_"))

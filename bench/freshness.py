@@ -163,6 +163,26 @@ def _job_breakdown(event_dir: Path, windows: list[tuple[float, float]]) -> dict:
                              for s, v in sorted(per_site.items(), key=lambda kv: -sum(kv[1]))[:12]}}
 
 
+def _slowest_parts(batches: dict, writer: BronzeBatchWriter) -> dict:
+    """Median of each part of a batch (as in the phase's median_ms) over its slowest 10 % of
+    batches (at least one), with their record counts."""
+    if not batches:
+        return {}
+    by_time = sorted(batches, key=lambda i: batches[i]["end"] - batches[i]["start"], reverse=True)
+    slow = set(by_time[:max(1, len(by_time) // 10)])
+    parts: dict[str, list[float]] = defaultdict(list)
+    for i in slow:
+        parts["batch_s"].append(round(batches[i]["end"] - batches[i]["start"], 2))
+        for k, v in batches[i]["durations"].items():
+            parts[f"query.{k}"].append(v)
+    for r in writer.results:
+        if r.batch_id in slow:
+            parts["records"].append(sum(r.input_records.values()))
+            for k, v in r.timings_ms.items():
+                parts[f"writer.{k}"].append(v)
+    return {k: statistics.median(v) for k, v in sorted(parts.items())}
+
+
 def _phase(name: str, ids: list[int], progress: Progress, writer: BronzeBatchWriter, store: DeltaStore) -> dict:
     batches = {i: progress.batches[i] for i in ids}
     rows = {r.batch_id: sum(r.input_records.values()) for r in writer.results if r.batch_id in batches}
@@ -189,6 +209,8 @@ def _phase(name: str, ids: list[int], progress: Progress, writer: BronzeBatchWri
            "freshness_s": {"p50": round(pct(fresh, 0.5), 2), "p95": round(pct(fresh, 0.95), 2),
                            "records": len(fresh)},
            "median_ms": {k: statistics.median(v) for k, v in sorted(parts.items())},
+           # what makes the p95: the same parts over the slowest tenth of the batches
+           "slowest_tenth_median_ms": _slowest_parts(batches, writer),
            # filled in after the session stops (the event log is complete then)
            "windows": [(b["start"], b["end"]) for b in batches.values()]}
     say(f"{name}: {out['batches']} batches, {out['records']} records (median {out['records_per_batch_median']}/batch); "

@@ -425,6 +425,7 @@ def test_literal_rows_keep_every_value_exactly_and_plan_no_code_per_value(spark)
     assert got.collect()[0].s == awkward and got.collect()[0].n == 2 ** 62
     plan = got._jdf.queryExecution().executedPlan().toString()
     assert "LocalTableScan" in plan and "Project" not in plan
+    assert got.rdd.getNumPartitions() == 1                     # written as one file, not one per row
 
 
 def test_literal_rows_refuses_a_type_it_cannot_render(spark):
