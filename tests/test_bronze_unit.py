@@ -515,3 +515,29 @@ def test_closing_the_writer_waits_for_the_last_warming_then_stops_the_side_threa
     assert not closing.is_alive() and warmed == ["bronze_orders"]   # ... which ran to its end
     with pytest.raises(RuntimeError):           # and no side work is taken after it
         w._side_pool.submit(lambda: None)
+
+
+def test_the_ledger_is_compacted_between_batches_not_inside_its_appends(spark, tmp_path):
+    """bronze_batches has Delta's auto compaction off (it would OPTIMIZE inside every 50th
+    ledger append, on the batch's critical path); the writer compacts it in its side work once
+    it has ledger_compact_files files, and no row is lost or doubled by it."""
+    from dataclasses import replace
+
+    from shopstream.ingest import BATCHES
+
+    store = DeltaStore(spark, tmp_path / "wh")
+    store.ensure_table(replace(BATCHES, auto_compact=True, compact_between_batches=False))   # as created before
+    w = BronzeBatchWriter(store, TOPICS, 1024, "q", "run-1")
+    w.ensure_tables()                                           # turns Delta's auto compaction off
+    w.ledger_compact_files = 3
+    for b in range(5):
+        w(spark.createDataFrame([_rec("clicks", CLICK, b)], KAFKA), b)
+        w.warming.result(timeout=120)
+    path = str(tmp_path / "wh" / "bronze_batches")
+    props = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["properties"] or {}
+    assert str(props.get("delta.autoOptimize.autoCompact", "false")).lower() == "false"
+    ops = [r.operation for r in spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()]
+    # 3 appends -> compacted to 1 file; 2 more appends -> 3 files -> compacted again
+    assert ops.count("OPTIMIZE") == 2, ops
+    assert sorted(r.batch_id for r in w.store.read("bronze_batches").collect()) == [0, 1, 2, 3, 4]
+    assert spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"] == 1

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,7 +57,10 @@ TABLES = {
     "quarantine": TableSpec("bronze_quarantine", schemas.BRONZE_QUARANTINE, "ingest_date", "ingestion_id",
                             auto_compact=True),
 }
-BATCHES = TableSpec("bronze_batches", schemas.BRONZE_BATCHES, auto_compact=True)
+BATCHES = TableSpec("bronze_batches", schemas.BRONZE_BATCHES, compact_between_batches=True)
+# the ledger's files are compacted between batches once there are this many (as Delta's auto
+# compaction would inside the ledger append: spark.databricks.delta.autoCompact.minNumFiles)
+LEDGER_COMPACT_FILES = 50
 ROWS = {"orders": bronze.orders_rows, "clicks": bronze.clicks_rows, "quarantine": bronze.quarantine_rows}
 
 
@@ -98,6 +102,8 @@ class BronzeBatchWriter:
         # off the batch's critical path: the broker's latest offsets (asked during the MERGEs)
         # and readying the written tables for the next batch (after the ledger)
         self._side_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopstream-side")
+        self.ledger_compact_files = LEDGER_COMPACT_FILES
+        self._compacting = threading.Lock()
 
     def ensure_tables(self) -> None:
         for spec in (*TABLES.values(), BATCHES):
@@ -223,8 +229,8 @@ class BronzeBatchWriter:
     def _warm(self, batch_id: int, job_group: str | None, written: list) -> None:
         """The store readies the tables this batch wrote for the next batch's MERGEs, while the
         stream waits for its next trigger (Store.warm: reads only; a failure costs nothing but
-        the time it would have saved). Its jobs run in the batch's job group: stopping the query
-        cancels them with the query's own."""
+        the time it would have saved), then compacts the ledger table if it is due. Its jobs run
+        in the batch's job group: stopping the query cancels them with the query's own."""
         sc = self.store.spark.sparkContext
         sc.setLocalProperty("spark.jobGroup.id", job_group)
         sc.setJobDescription(f"bronze batch {batch_id}: warm")
@@ -232,9 +238,21 @@ class BronzeBatchWriter:
             try:
                 self.store.warm(spec, bounds)
             except Exception as exc:   # noqa: BLE001 - e.g. the session stopping under it
-                # the first line only: a Py4J error carries the whole Java stack trace
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                log.info("bronze batch %s: could not ready %s for the next batch: %s", batch_id, spec.name, first)
+                log.info("bronze batch %s: could not ready %s for the next batch: %s", batch_id, spec.name,
+                         _first_line(exc))
+        # the ledger's small files, compacted here rather than inside the next ledger append
+        # (Delta's auto compaction: ~0.5-1 s in one batch of every 50); it takes only blind
+        # appends, which its OPTIMIZE cannot conflict with. One at a time: a compaction still
+        # running when the next batch's side work starts is not followed by a second.
+        if self._compacting.acquire(blocking=False):
+            try:
+                sc.setJobDescription(f"bronze batch {batch_id}: compact {BATCHES.name}")
+                if self.store.compact_small_files(BATCHES, self.ledger_compact_files):
+                    log.info("bronze batch %s: compacted %s", batch_id, BATCHES.name)
+            except Exception as exc:   # noqa: BLE001 - the next batch's side work tries again
+                log.info("bronze batch %s: could not compact %s: %s", batch_id, BATCHES.name, _first_line(exc))
+            finally:
+                self._compacting.release()
 
     def _lag(self, end_offsets: dict[str, dict[str, int]]) -> int | None:
         if self.latest_offsets is None:
@@ -263,6 +281,11 @@ class BronzeBatchWriter:
                  ins["clicks"], ins["quarantine"], r.in_batch_duplicates, replayed,
                  "?" if r.lag is None else r.lag, r.duration_ms,
                  " (re-executed: tables committed earlier were skipped)" if r.replayed_batch else "")
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's first line (a Py4J error carries the whole Java stack trace)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _per_dest(parts: list) -> dict[str, dict]:

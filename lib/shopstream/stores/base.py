@@ -41,6 +41,10 @@ class TableSpec:
     # written in many small commits (bronze: one per micro-batch): the store compacts the small
     # files as they pile up (Delta: auto compaction; Snowflake manages its micro-partitions)
     auto_compact: bool = False
+    # written in many small blind appends (the bronze_batches ledger): not compacted inside the
+    # write (Delta: auto compaction off) but by the writer between batches (compact_small_files),
+    # which a concurrent append cannot conflict with
+    compact_between_batches: bool = False
 
     @property
     def key_columns(self) -> tuple[str, ...]:
@@ -125,6 +129,12 @@ class Store(ABC):
         inside it (Delta: the new snapshot's state), so that the work runs between micro-batches
         instead of within the next one. Only reads; the writer calls it in the background after
         a batch's commits. Stores with nothing to ready do nothing."""
+
+    def compact_small_files(self, spec: TableSpec, min_files: int) -> bool:
+        """Compact the table's files once it has at least `min_files` (a table with
+        compact_between_batches; True when it did). Stores that manage their own storage do
+        nothing."""
+        return False
 
     def maintain(self, spec: TableSpec, retention_hours: float, zorder: bool = False) -> MaintenanceResult:
         """Compact small files and remove files no longer referenced (older than the retention).

@@ -106,8 +106,8 @@ class DeltaStore(Store):
         if self.exists(spec.name):
             if spec.backfill is not None:
                 self._migrate(spec)
-            if spec.auto_compact:
-                self._ensure_auto_compact(spec)
+            if spec.auto_compact or spec.compact_between_batches:
+                self._ensure_auto_compact(spec, spec.auto_compact)
             return
         builder = (DeltaTable.createIfNotExists(self.spark).location(self.path(spec.name))
                    .addColumns(spec.schema))
@@ -117,14 +117,15 @@ class DeltaStore(Store):
             builder = builder.property(_AUTO_COMPACT, "true")
         builder.execute()
 
-    def _ensure_auto_compact(self, spec: TableSpec) -> None:
-        """A table created before its spec asked for auto compaction gets the property (one
-        metadata commit, once)."""
+    def _ensure_auto_compact(self, spec: TableSpec, on: bool) -> None:
+        """A table created before its spec asked for (or against) auto compaction gets the
+        property (one metadata commit, once)."""
         props = self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(spec.name)}`").first()["properties"] or {}
-        if str(props.get(_AUTO_COMPACT, "")).lower() not in ("true", "auto"):
-            log.info("%s: turning on Delta auto compaction", spec.name)
+        if (str(props.get(_AUTO_COMPACT, "")).lower() in ("true", "auto")) != on:
+            log.info("%s: turning %s Delta auto compaction", spec.name, "on" if on else "off")
             self._retrying(f"{spec.name} properties", lambda: self.spark.sql(
-                f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES ('{_AUTO_COMPACT}' = 'true')"))
+                f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES "
+                f"('{_AUTO_COMPACT}' = '{'true' if on else 'false'}')"))
 
     def _migrate(self, spec: TableSpec) -> None:
         """A table written before the spec gained columns or its partitioning: rewritten once,
@@ -313,6 +314,16 @@ class DeltaStore(Store):
         cached on the snapshot the next MERGE starts from, unless another writer commits first."""
         self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(spec.name)}`").collect()
         self.read(spec.name).where(_within(spec, bounds)).inputFiles()
+
+    def compact_small_files(self, spec: TableSpec, min_files: int) -> bool:
+        """OPTIMIZE (bin-packing) once the table has `min_files` files: for a blind-append
+        table (bronze_batches) this cannot conflict with a concurrent append (Delta: OPTIMIZE
+        only conflicts with writes that remove the files it compacts)."""
+        path = self.path(spec.name)
+        if int(self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"]) < min_files:
+            return False
+        self._retrying(f"{spec.name} compaction", lambda: DeltaTable.forPath(self.spark, path).optimize().executeCompaction())
+        return True
 
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
         self._retrying(f"{spec.name} append", lambda: self._append_once(spec, df, txn),
