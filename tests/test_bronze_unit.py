@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from shopstream import bronze
 from shopstream.ids import uuid7_timestamp_ms
-from shopstream.ingest import BronzeBatchWriter
+from shopstream.ingest import TABLES, BronzeBatchWriter
 from shopstream.stores.base import MergeBounds, Txn
 from shopstream.stores.delta import DeltaStore
 
@@ -541,3 +541,22 @@ def test_the_ledger_is_compacted_between_batches_not_inside_its_appends(spark, t
     assert ops.count("OPTIMIZE") == 2, ops
     assert sorted(r.batch_id for r in w.store.read("bronze_batches").collect()) == [0, 1, 2, 3, 4]
     assert spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"] == 1
+
+
+def test_a_batch_whose_successor_has_started_is_not_warmed(spark, tmp_path):
+    """The side work of batch N runs while batch N+1 may already be writing: readying N's
+    snapshots is then useless (N+1's MERGEs build their own) and would only compete with it."""
+    warmed = []
+
+    class Recording(DeltaStore):
+        def warm(self, spec, bounds):
+            warmed.append(spec.name)
+
+    w = BronzeBatchWriter(Recording(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    w.ensure_tables()
+    w(spark.createDataFrame([_rec("clicks", CLICK, 0)], KAFKA), 0)
+    w.warming.result(timeout=120)
+    assert warmed == ["bronze_clicks"]
+    w._latest_batch = 1                      # batch 1 has started when batch 0's side work runs
+    w._warm(0, None, [(TABLES["clicks"], None)])
+    assert warmed == ["bronze_clicks"]

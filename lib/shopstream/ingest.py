@@ -103,6 +103,7 @@ class BronzeBatchWriter:
         # and readying the written tables for the next batch (after the ledger)
         self._side_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopstream-side")
         self.ledger_compact_files = LEDGER_COMPACT_FILES
+        self._latest_batch = -1
         self._compacting = threading.Lock()
 
     def ensure_tables(self) -> None:
@@ -135,6 +136,7 @@ class BronzeBatchWriter:
         started_at = datetime.now(timezone.utc)
         t0 = time.monotonic()
         batch_id = int(batch_id)
+        self._latest_batch = batch_id
         txn = Txn(f"{self.query_name}:{self.run_id}", batch_id)
         timings: dict[str, int] = {}
         mark = t0
@@ -234,7 +236,8 @@ class BronzeBatchWriter:
         sc = self.store.spark.sparkContext
         sc.setLocalProperty("spark.jobGroup.id", job_group)
         sc.setJobDescription(f"bronze batch {batch_id}: warm")
-        for spec, bounds in written:
+        # a newer batch has started: its MERGEs build what this would have readied
+        for spec, bounds in ([] if self._latest_batch > batch_id else written):
             try:
                 self.store.warm(spec, bounds)
             except Exception as exc:   # noqa: BLE001 - e.g. the session stopping under it
