@@ -55,8 +55,8 @@ def main(argv=None) -> int:
                 out = Path(tmp) / f"{name}-{rnd}.json"
                 cmd = [sys.executable, str(HERE / "freshness.py"), "--seconds", str(args.seconds),
                        "--out", str(out), *args.rest]
-                if opts:
-                    cmd += ["--driver-java-options", opts]
+                if opts:   # with "=": argparse would read a value starting with "-" as an option
+                    cmd += [f"--driver-java-options={opts}"]
                 _say(f"round {rnd + 1}/{args.rounds}, setting {name} ({opts or 'defaults'})")
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 runs[name].append(_figures(json.loads(out.read_text())))
