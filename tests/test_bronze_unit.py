@@ -525,7 +525,14 @@ def test_the_ledger_is_compacted_between_batches_not_inside_its_appends(spark, t
 
     from shopstream.ingest import BATCHES
 
-    store = DeltaStore(spark, tmp_path / "wh")
+    asked = []
+
+    class Counting(DeltaStore):
+        def compact_small_files(self, spec, min_files, files=None):
+            asked.append(files)
+            return super().compact_small_files(spec, min_files, files)
+
+    store = Counting(spark, tmp_path / "wh")
     store.ensure_table(replace(BATCHES, auto_compact=True, compact_between_batches=False))   # as created before
     w = BronzeBatchWriter(store, TOPICS, 1024, "q", "run-1")
     w.ensure_tables()                                           # turns Delta's auto compaction off
@@ -541,6 +548,8 @@ def test_the_ledger_is_compacted_between_batches_not_inside_its_appends(spark, t
     assert ops.count("OPTIMIZE") == 2, ops
     assert sorted(r.batch_id for r in w.store.read("bronze_batches").collect()) == [0, 1, 2, 3, 4]
     assert spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"] == 1
+    # the file count is read from the table only at the start and after a compaction, not per batch
+    assert asked == [None, 2, 3, None, 3], asked
 
 
 def test_a_batch_whose_successor_has_started_is_not_warmed(spark, tmp_path):

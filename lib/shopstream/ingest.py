@@ -104,6 +104,9 @@ class BronzeBatchWriter:
         self._side_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopstream-side")
         self.ledger_compact_files = LEDGER_COMPACT_FILES
         self._latest_batch = -1
+        # bronze_batches' files as this writer counts them (one more per ledger row; None: ask
+        # the table), so the side work does not read the table's state every batch to know
+        self._ledger_files: int | None = None
         self._compacting = threading.Lock()
 
     def ensure_tables(self) -> None:
@@ -217,6 +220,8 @@ class BronzeBatchWriter:
         self.results.append(result)
         self._record(result, started_at, txn)
         lap("ledger")
+        if self._ledger_files is not None:
+            self._ledger_files += 1
         commits += 1
         self._committed(batch_id, commits)
         self.warming = self._side_pool.submit(self._warm, batch_id, sc.getLocalProperty("spark.jobGroup.id"),
@@ -250,8 +255,10 @@ class BronzeBatchWriter:
         if self._compacting.acquire(blocking=False):
             try:
                 sc.setJobDescription(f"bronze batch {batch_id}: compact {BATCHES.name}")
-                if self.store.compact_small_files(BATCHES, self.ledger_compact_files):
+                files = self.store.compact_small_files(BATCHES, self.ledger_compact_files, self._ledger_files)
+                if files is None:
                     log.info("bronze batch %s: compacted %s", batch_id, BATCHES.name)
+                self._ledger_files = files
             except Exception as exc:   # noqa: BLE001 - the next batch's side work tries again
                 log.info("bronze batch %s: could not compact %s: %s", batch_id, BATCHES.name, _first_line(exc))
             finally:

@@ -130,11 +130,12 @@ class Store(ABC):
         instead of within the next one. Only reads; the writer calls it in the background after
         a batch's commits. Stores with nothing to ready do nothing."""
 
-    def compact_small_files(self, spec: TableSpec, min_files: int) -> bool:
+    def compact_small_files(self, spec: TableSpec, min_files: int, files: int | None = None) -> int | None:
         """Compact the table's files once it has at least `min_files` (a table with
-        compact_between_batches; True when it did). Stores that manage their own storage do
-        nothing."""
-        return False
+        compact_between_batches). `files`: the caller's count of them (None: ask the table).
+        Returns the count it went by, or None after a compaction (unknown until asked again).
+        Stores that manage their own storage do nothing."""
+        return 0
 
     def maintain(self, spec: TableSpec, retention_hours: float, zorder: bool = False) -> MaintenanceResult:
         """Compact small files and remove files no longer referenced (older than the retention).

@@ -315,15 +315,18 @@ class DeltaStore(Store):
         self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(spec.name)}`").collect()
         self.read(spec.name).where(_within(spec, bounds)).inputFiles()
 
-    def compact_small_files(self, spec: TableSpec, min_files: int) -> bool:
+    def compact_small_files(self, spec: TableSpec, min_files: int, files: int | None = None) -> int | None:
         """OPTIMIZE (bin-packing) once the table has `min_files` files: for a blind-append
         table (bronze_batches) this cannot conflict with a concurrent append (Delta: OPTIMIZE
-        only conflicts with writes that remove the files it compacts)."""
+        only conflicts with writes that remove the files it compacts). The file count is read
+        (DESCRIBE DETAIL: a snapshot state build) only when the caller has none."""
         path = self.path(spec.name)
-        if int(self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"]) < min_files:
-            return False
+        if files is None:
+            files = int(self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"])
+        if files < min_files:
+            return files
         self._retrying(f"{spec.name} compaction", lambda: DeltaTable.forPath(self.spark, path).optimize().executeCompaction())
-        return True
+        return None
 
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
         self._retrying(f"{spec.name} append", lambda: self._append_once(spec, df, txn),
