@@ -106,6 +106,7 @@ def load_bronze(spark, conf, events: int, days: int, work: Path) -> Loaded:
     t0 = time.perf_counter()            # only the writer's batches are timed
     for i in range(LOAD_BATCHES):
         writer(staged_df.where(batch_of == i), i)
+    writer.close()                      # the side work too: nothing of the load runs beside silver
     bronze_s = time.perf_counter() - t0
     for f in staged.iterdir():
         f.unlink()

@@ -117,6 +117,8 @@ def warm_experiment(spark, work: Path, records, seconds: float) -> dict:
         time.sleep(0.5)
     say(f"1-record batches: {', '.join(writers)}, alternating for {seconds:.0f}s")
     out = alternate(seconds, {k: batch(k) for k in writers}, after=idle)
+    for w in writers.values():
+        w.close()
     for k, v in merge_ms.items():
         out[k]["merge_step_median_ms_second_half"] = round(statistics.median(v[len(v) // 2:]))
     return out

@@ -83,6 +83,7 @@ def build(spark, staged, history: int, first_measured: date, work: Path) -> Delt
     chunks = [sorted(c) for c in chunks if c]                      # is by ingest_date either way)
     for i, chunk in enumerate(sorted(chunks)):
         writer(staged.where(F.col("kafka_day").isin(chunk)).drop("kafka_day"), i)
+    writer.close()
     say(f"H={history}: bronze loaded ({len(days)} Kafka days, {len(chunks)} batches) in {time.perf_counter() - t0:.0f}s")
     t0 = time.perf_counter()
     for i in range(history):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -183,6 +184,45 @@ def _slowest_parts(batches: dict, writer: BronzeBatchWriter) -> dict:
     return {k: statistics.median(v) for k, v in sorted(parts.items())}
 
 
+class StoreEvents(logging.Handler):
+    """When the writer's side work compacted a table and when a write lost its commit to a
+    concurrent one (the store runs it again): (time.time(), kind) from the shopstream logs."""
+
+    KINDS = {"compacted": "compactions", "commit lost to a concurrent transaction": "commit_conflicts"}
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.events: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        for needle, kind in self.KINDS.items():
+            if needle in text:
+                self.events.append((record.created, kind))
+
+    def between(self, start: float, end: float) -> dict[str, int]:
+        return {kind: sum(1 for t, k in self.events if k == kind and start <= t <= end)
+                for kind in self.KINDS.values()}
+
+
+STORE_EVENTS = StoreEvents()
+
+
+def _store_events(store: DeltaStore, batches: dict) -> dict:
+    """Within the phase: the bronze tables' OPTIMIZE commits (the side work's compactions, or
+    Delta's auto compaction inside a write, whichever the code makes) from their history, and
+    the writes that lost their commit to a concurrent one (from the logs)."""
+    start = min((b["start"] for b in batches.values()), default=0)
+    end = max((b["end"] for b in batches.values()), default=0)
+    optimizes = {}
+    for t in ("bronze_orders", "bronze_clicks", "bronze_quarantine", "bronze_batches"):
+        times = [r.ts for r in store.spark.sql(f"DESCRIBE HISTORY delta.`{store.path(t)}`")
+                 .where("operation = 'OPTIMIZE'").select(F.unix_millis("timestamp").alias("ts")).collect()]
+        optimizes[t] = sum(1 for ms in times if start <= ms / 1000 <= end)
+    return {"optimize_commits": optimizes,
+            "commit_conflicts": STORE_EVENTS.between(start, end)["commit_conflicts"]}
+
+
 def _phase(name: str, ids: list[int], progress: Progress, writer: BronzeBatchWriter, store: DeltaStore) -> dict:
     batches = {i: progress.batches[i] for i in ids}
     rows = {r.batch_id: sum(r.input_records.values()) for r in writer.results if r.batch_id in batches}
@@ -209,13 +249,15 @@ def _phase(name: str, ids: list[int], progress: Progress, writer: BronzeBatchWri
            "freshness_s": {"p50": round(pct(fresh, 0.5), 2), "p95": round(pct(fresh, 0.95), 2),
                            "records": len(fresh)},
            "median_ms": {k: statistics.median(v) for k, v in sorted(parts.items())},
+           # compactions by the side work, and MERGEs run again after losing their commit to one
+           "store_events": _store_events(store, batches),
            # what makes the p95: the same parts over the slowest tenth of the batches
            "slowest_tenth_median_ms": _slowest_parts(batches, writer),
            # filled in after the session stops (the event log is complete then)
            "windows": [(b["start"], b["end"]) for b in batches.values()]}
     say(f"{name}: {out['batches']} batches, {out['records']} records (median {out['records_per_batch_median']}/batch); "
         f"batch s median {out['batch_s']['median']} p95 {out['batch_s']['p95']}; "
-        f"freshness s p50 {out['freshness_s']['p50']} p95 {out['freshness_s']['p95']}")
+        f"freshness s p50 {out['freshness_s']['p50']} p95 {out['freshness_s']['p95']}; {out['store_events']}")
     return out
 
 
@@ -307,10 +349,11 @@ def fast_forward(spark, conf, n: int, work: Path) -> dict:
         if (b + 1) % 100 == 0:
             say(f"fast-forward: {b + 1}/{n} batches, last 100 median {statistics.median(durations[-100:]):.3f}s, "
                 f"{time.monotonic() - t0:.0f}s so far")
+    writer.close()   # the last batch's side work (warming, a compaction) has finished
     first, last = statistics.median(durations[:100]), statistics.median(durations[-100:])
     tables = ("bronze_orders", "bronze_clicks", "bronze_quarantine", "bronze_batches")
     files = {t: store.read(t).inputFiles().__len__() for t in tables}
-    # auto compaction's OPTIMIZE commits land in some batches: their cost shows in the mean and p95
+    # the side work's compactions run beside the following batches: their cost shows in the mean and p95
     compactions = {t: spark.sql(f"DESCRIBE HISTORY delta.`{store.path(t)}`").where("operation = 'OPTIMIZE'").count()
                    for t in tables}
     mean_first, mean_last = statistics.fmean(durations[:100]), statistics.fmean(durations[-100:])
@@ -319,10 +362,12 @@ def fast_forward(spark, conf, n: int, work: Path) -> dict:
            "first_100_mean_s": round(mean_first, 3), "last_100_mean_s": round(mean_last, 3),
            "mean_ratio": round(mean_last / mean_first, 2),
            "first_100_p95_s": round(pct(durations[:100], 0.95), 3), "last_100_p95_s": round(pct(durations[-100:], 0.95), 3),
-           "files_at_end": files, "compactions": compactions}
+           "files_at_end": files, "compactions": compactions,
+           "commit_conflicts": STORE_EVENTS.between(0, time.time())["commit_conflicts"]}
     say(f"fast-forward: first 100 median {first:.3f}s, last 100 median {last:.3f}s, ratio {last / first:.2f} "
         f"(goal <= 1.2); means {mean_first:.3f}s -> {mean_last:.3f}s (ratio {mean_last / mean_first:.2f}); "
-        f"files at the end {files}; auto compactions {compactions}")
+        f"files at the end {files}; compactions {compactions}; "
+        f"commit conflicts {out['commit_conflicts']}")
     return out
 
 
@@ -341,6 +386,10 @@ def main(argv=None) -> int:
     p.add_argument("--driver-java-options", default=None,
                    help="spark.driver.extraJavaOptions for this run's driver JVM (e.g. JIT settings)")
     args = p.parse_args(argv)
+    shop_log = logging.getLogger("shopstream")
+    shop_log.addHandler(STORE_EVENTS)
+    if shop_log.getEffectiveLevel() > logging.INFO:
+        shop_log.setLevel(logging.INFO)
     conf = cfg.load("local")
     work = Path(tempfile.mkdtemp(prefix="shopstream-freshness-"))
     event_dir = work / "events"

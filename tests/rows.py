@@ -83,6 +83,7 @@ class Feed:
         writer = BronzeBatchWriter(store, TOPICS, 65536, "bronze-test", "run")
         writer.ensure_tables()
         writer(spark.createDataFrame(self.rows, KAFKA), batch_id)
+        writer.close()   # its side work (warming, a compaction) done before the test reads on
 
 
 _RATES: dict = {}
@@ -110,6 +111,7 @@ def load_records(spark, store, records, batch_size: int = 50_000) -> None:
             batch, batch_id = [], batch_id + 1
     if batch:
         writer(spark.createDataFrame(batch, KAFKA), batch_id)
+    writer.close()
 
 
 @lru_cache(maxsize=None)

@@ -271,34 +271,45 @@ def test_a_txn_recorded_by_delta_txn_options_is_honoured(spark, tmp_path):
 
 
 @pytest.mark.spark35
-def test_auto_compaction_keeps_files_few_and_is_not_read_as_a_batch_write(spark, tmp_path):
-    """Bronze tables compact their small files as micro-batches add them (Delta auto compaction,
-    here after 3 files instead of 50). The compaction's OPTIMIZE commit is made while the
-    batch's txn marker is set; a re-executed batch must still find its MERGE and its counts."""
-    spark.conf.set("spark.databricks.delta.autoCompact.minNumFiles", "3")
-    try:
-        w = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
-        w.ensure_tables()
-        batches = [spark.createDataFrame([_rec("clicks", CLICK, 2 * b), _rec("clicks", CLICK, 2 * b + 1)], KAFKA)
-                   for b in range(4)]
-        for b, batch in enumerate(batches):
-            w(batch, b)
-        history = spark.sql(f"DESCRIBE HISTORY delta.`{w.store.path('bronze_clicks')}`").collect()
-        optimizes = [h for h in history if h.operation == "OPTIMIZE"]
-        assert optimizes, [h.operation for h in history]
-        assert len(w.store.read("bronze_clicks").inputFiles()) < 4
-        last = max(h.version for h in history)
-        if next(h for h in history if h.version == last).operation != "OPTIMIZE":
-            # make the newest commit an OPTIMIZE under the last batch's marker, as the hook does
-            with w.store._user_metadata(Txn("q:run-1", 3)):
-                spark.sql(f"OPTIMIZE delta.`{w.store.path('bronze_clicks')}`")
-        again = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
-        again(batches[3], 3)   # Spark re-executing the last batch after a crash before its ledger row
-        assert again.results[0].skipped["clicks"] and again.results[0].inserted["clicks"] == 2
-        assert w.store.read("bronze_clicks").count() == 8
-        assert sorted(r.clicks_inserted for r in w.store.read("bronze_batches").collect()) == [2, 2, 2, 2]
-    finally:
-        spark.conf.unset("spark.databricks.delta.autoCompact.minNumFiles")
+def test_bronze_tables_are_compacted_between_batches_and_not_read_as_a_batch_write(spark, tmp_path):
+    """Bronze tables compact their small files as micro-batches add them, in the writer's side
+    work after a batch (here after 3 files instead of 50), never inside a MERGE: a table created
+    with Delta's auto compaction has it switched off. The compaction's OPTIMIZE can commit while
+    a batch's txn marker is set (the next batch's MERGEs run beside it); a re-executed batch must
+    still find its MERGE and its counts."""
+    from dataclasses import replace
+
+    store = DeltaStore(spark, tmp_path / "wh")
+    store.ensure_table(replace(TABLES["clicks"], auto_compact=True, compact_between_batches=False))  # as before
+    w = BronzeBatchWriter(store, TOPICS, 1024, "q", "run-1")
+    w.ensure_tables()
+    w.compact_files = 3
+    path = w.store.path("bronze_clicks")
+    props = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["properties"] or {}
+    assert str(props.get("delta.autoOptimize.autoCompact", "false")).lower() == "false"
+    late = TS.replace(day=2)   # the last batch writes a second day: each partition is counted on its own
+    batches = [spark.createDataFrame([_rec("clicks", CLICK, 2 * b, ts=late if b == 3 else TS),
+                                      _rec("clicks", CLICK, 2 * b + 1)], KAFKA) for b in range(4)]
+    for b, batch in enumerate(batches):
+        w(batch, b)
+        w.warming.result(timeout=120)
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
+    ops = [h.operation for h in history]
+    # MERGE, MERGE, MERGE -> 3 files in the day -> OPTIMIZE; the 4th batch's rows land in the
+    # compacted day (2 files) and the next day (1 file): nothing more is due
+    assert ops[-5:] == ["MERGE", "MERGE", "MERGE", "OPTIMIZE", "MERGE"], ops
+    assert all(h.operationParameters.get("predicate", "[]") != "[]" for h in history if h.operation == "OPTIMIZE")
+    assert len(w.store.read("bronze_clicks").where("ingest_date = DATE'2026-11-01'").inputFiles()) == 2
+    # make the newest commit an OPTIMIZE under the last batch's marker, as the side work can
+    with w.store._user_metadata(Txn("q:run-1", 3)):
+        spark.sql(f"OPTIMIZE delta.`{path}`")
+    again = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "q", "run-1")
+    again(batches[3], 3)   # Spark re-executing the last batch after a crash before its ledger row
+    again.close()
+    assert again.results[0].skipped["clicks"] and again.results[0].inserted["clicks"] == 2
+    assert w.store.read("bronze_clicks").count() == 8
+    assert sorted(r.clicks_inserted for r in w.store.read("bronze_batches").collect()) == [2, 2, 2, 2]
+    w.close()
 
 
 @pytest.mark.spark35
@@ -520,7 +531,7 @@ def test_closing_the_writer_waits_for_the_last_warming_then_stops_the_side_threa
 def test_the_ledger_is_compacted_between_batches_not_inside_its_appends(spark, tmp_path):
     """bronze_batches has Delta's auto compaction off (it would OPTIMIZE inside every 50th
     ledger append, on the batch's critical path); the writer compacts it in its side work once
-    it has ledger_compact_files files, and no row is lost or doubled by it."""
+    it has compact_files files, and no row is lost or doubled by it."""
     from dataclasses import replace
 
     from shopstream.ingest import BATCHES
@@ -528,15 +539,15 @@ def test_the_ledger_is_compacted_between_batches_not_inside_its_appends(spark, t
     asked = []
 
     class Counting(DeltaStore):
-        def compact_small_files(self, spec, min_files, files=None):
-            asked.append(files)
-            return super().compact_small_files(spec, min_files, files)
+        def compact_small_files(self, spec, min_files, files=None, partition=None):
+            asked.append((spec.name, files))
+            return super().compact_small_files(spec, min_files, files, partition)
 
     store = Counting(spark, tmp_path / "wh")
     store.ensure_table(replace(BATCHES, auto_compact=True, compact_between_batches=False))   # as created before
     w = BronzeBatchWriter(store, TOPICS, 1024, "q", "run-1")
     w.ensure_tables()                                           # turns Delta's auto compaction off
-    w.ledger_compact_files = 3
+    w.compact_files = 3
     for b in range(5):
         w(spark.createDataFrame([_rec("clicks", CLICK, b)], KAFKA), b)
         w.warming.result(timeout=120)
@@ -549,7 +560,7 @@ def test_the_ledger_is_compacted_between_batches_not_inside_its_appends(spark, t
     assert sorted(r.batch_id for r in w.store.read("bronze_batches").collect()) == [0, 1, 2, 3, 4]
     assert spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"] == 1
     # the file count is read from the table only at the start and after a compaction, not per batch
-    assert asked == [None, 2, 3, None, 3], asked
+    assert [n for t, n in asked if t == BATCHES.name] == [None, 2, 3, None, 3], asked
 
 
 def test_a_batch_whose_successor_has_started_is_not_warmed(spark, tmp_path):
@@ -567,5 +578,5 @@ def test_a_batch_whose_successor_has_started_is_not_warmed(spark, tmp_path):
     w.warming.result(timeout=120)
     assert warmed == ["bronze_clicks"]
     w._latest_batch = 1                      # batch 1 has started when batch 0's side work runs
-    w._warm(0, None, [(TABLES["clicks"], None)])
+    w._warm(0, [(TABLES["clicks"], None)])
     assert warmed == ["bronze_clicks"]

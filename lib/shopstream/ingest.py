@@ -32,7 +32,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -51,16 +51,20 @@ def _fault_point(text: str | None) -> tuple[int, int] | None:
 
 log = logging.getLogger("shopstream.bronze")
 
+# every bronze table is written by many small commits (one per micro-batch) and compacted by the
+# writer between batches (BronzeBatchWriter._side_work), not inside a batch's MERGE or append
 TABLES = {
-    "orders": TableSpec("bronze_orders", schemas.BRONZE_ORDERS, "ingest_date", "ingestion_id", auto_compact=True),
-    "clicks": TableSpec("bronze_clicks", schemas.BRONZE_CLICKS, "ingest_date", "ingestion_id", auto_compact=True),
+    "orders": TableSpec("bronze_orders", schemas.BRONZE_ORDERS, "ingest_date", "ingestion_id",
+                        compact_between_batches=True),
+    "clicks": TableSpec("bronze_clicks", schemas.BRONZE_CLICKS, "ingest_date", "ingestion_id",
+                        compact_between_batches=True),
     "quarantine": TableSpec("bronze_quarantine", schemas.BRONZE_QUARANTINE, "ingest_date", "ingestion_id",
-                            auto_compact=True),
+                            compact_between_batches=True),
 }
 BATCHES = TableSpec("bronze_batches", schemas.BRONZE_BATCHES, compact_between_batches=True)
-# the ledger's files are compacted between batches once there are this many (as Delta's auto
-# compaction would inside the ledger append: spark.databricks.delta.autoCompact.minNumFiles)
-LEDGER_COMPACT_FILES = 50
+# a table's (a partition's) files are compacted between batches once there are this many (where
+# Delta's auto compaction would inside the write: spark.databricks.delta.autoCompact.minNumFiles)
+COMPACT_FILES = 50
 ROWS = {"orders": bronze.orders_rows, "clicks": bronze.clicks_rows, "quarantine": bronze.quarantine_rows}
 
 
@@ -102,11 +106,12 @@ class BronzeBatchWriter:
         # off the batch's critical path: the broker's latest offsets (asked during the MERGEs)
         # and readying the written tables for the next batch (after the ledger)
         self._side_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopstream-side")
-        self.ledger_compact_files = LEDGER_COMPACT_FILES
+        self.compact_files = COMPACT_FILES
         self._latest_batch = -1
-        # bronze_batches' files as this writer counts them (one more per ledger row; None: ask
-        # the table), so the side work does not read the table's state every batch to know
-        self._ledger_files: int | None = None
+        # (table, partition date or None) -> its files as this writer counts them (one more per
+        # commit that wrote rows there; absent or None: ask the table), so that the side work
+        # does not read a table's state every batch to know whether it is due for compaction
+        self._files: dict[tuple[str, date | None], int | None] = {}
         self._compacting = threading.Lock()
 
     def ensure_tables(self) -> None:
@@ -208,6 +213,10 @@ class BronzeBatchWriter:
                         log.warning("bronze batch %s: %s was committed earlier but its insert count "
                                     "was not found; counted as 0", batch_id, TABLES[dest].name)
                 inserted[dest] = n
+            for spec, _source, bounds in writes:
+                if results[spec.name] != 0:    # rows written: a new file in each partition (at least)
+                    for day in bounds.dates:
+                        self._wrote_file(spec.name, day)
             lap("merge", "merge")
         finally:
             routed.unpersist()
@@ -220,26 +229,39 @@ class BronzeBatchWriter:
         self.results.append(result)
         self._record(result, started_at, txn)
         lap("ledger")
-        if self._ledger_files is not None:
-            self._ledger_files += 1
+        self._wrote_file(BATCHES.name, None)
         commits += 1
         self._committed(batch_id, commits)
-        self.warming = self._side_pool.submit(self._warm, batch_id, sc.getLocalProperty("spark.jobGroup.id"),
+        self.warming = self._side_pool.submit(self._side_work, batch_id, sc.getLocalProperty("spark.jobGroup.id"),
                                               [(spec, bounds) for spec, _source, bounds in writes])
 
+    def _wrote_file(self, table: str, partition: date | None) -> None:
+        key = (table, partition)
+        if self._files.get(key) is not None:
+            self._files[key] += 1
+
     def close(self) -> None:
-        """Once the query has ended: let the last batch's warming finish (it runs for under a
-        second) and stop the side threads, so nothing reads the tables through a session being
-        stopped, and the interpreter's exit does not wait on them."""
+        """Once the query has ended: let the last batch's side work finish (its warming runs for
+        under a second; a compaction for a few) and stop the side threads, so nothing reads the
+        tables through a session being stopped, and the interpreter's exit does not wait on them."""
         self._side_pool.shutdown(wait=True, cancel_futures=True)
 
-    def _warm(self, batch_id: int, job_group: str | None, written: list) -> None:
-        """The store readies the tables this batch wrote for the next batch's MERGEs, while the
-        stream waits for its next trigger (Store.warm: reads only; a failure costs nothing but
-        the time it would have saved), then compacts the ledger table if it is due. Its jobs run
-        in the batch's job group: stopping the query cancels them with the query's own."""
+    def _side_work(self, batch_id: int, job_group: str | None, written: list) -> None:
+        """After a batch's last commit, while the stream waits for its next trigger: the store
+        readies the tables this batch wrote for the next batch's MERGEs (Store.warm: reads only;
+        a failure costs nothing but the time it would have saved), then compacts the tables'
+        small files where due. Its jobs run in the batch's job group: stopping the query cancels
+        them with the query's own."""
         sc = self.store.spark.sparkContext
         sc.setLocalProperty("spark.jobGroup.id", job_group)
+        self._warm(batch_id, written)
+        compacted = self._compact(batch_id, [(spec, day) for spec, bounds in written for day in bounds.dates]
+                                  + [(BATCHES, None)])
+        # a compaction made a new snapshot: ready that one
+        self._warm(batch_id, [(spec, bounds) for spec, bounds in written if spec.name in compacted])
+
+    def _warm(self, batch_id: int, written: list) -> None:
+        sc = self.store.spark.sparkContext
         sc.setJobDescription(f"bronze batch {batch_id}: warm")
         # a newer batch has started: its MERGEs build what this would have readied
         for spec, bounds in ([] if self._latest_batch > batch_id else written):
@@ -248,21 +270,36 @@ class BronzeBatchWriter:
             except Exception as exc:   # noqa: BLE001 - e.g. the session stopping under it
                 log.info("bronze batch %s: could not ready %s for the next batch: %s", batch_id, spec.name,
                          _first_line(exc))
-        # the ledger's small files, compacted here rather than inside the next ledger append
-        # (Delta's auto compaction: ~0.5-1 s in one batch of every 50); it takes only blind
-        # appends, which its OPTIMIZE cannot conflict with. One at a time: a compaction still
-        # running when the next batch's side work starts is not followed by a second.
-        if self._compacting.acquire(blocking=False):
-            try:
-                sc.setJobDescription(f"bronze batch {batch_id}: compact {BATCHES.name}")
-                files = self.store.compact_small_files(BATCHES, self.ledger_compact_files, self._ledger_files)
+
+    def _compact(self, batch_id: int, parts: list[tuple[TableSpec, date | None]]) -> set[str]:
+        """The small files of the tables (partitions) this batch wrote, compacted here rather than
+        inside a later batch's write (Delta's auto compaction: an OPTIMIZE of 50 files, 0.5-2 s,
+        inside one MERGE or append in ~50 per table, the p95 of large batches). A MERGE that read
+        a file the compaction removed is run again by the store (Store.compact_small_files).
+        Even when the next batch has started (otherwise back-to-back batches would never
+        compact); one compaction at a time: side work that finds one running skips its own.
+        Returns the tables compacted."""
+        compacted: set[str] = set()
+        if not self._compacting.acquire(blocking=False):
+            return compacted
+        sc = self.store.spark.sparkContext
+        try:
+            for spec, day in parts:
+                key = (spec.name, day)
+                sc.setJobDescription(f"bronze batch {batch_id}: compact {spec.name}")
+                try:
+                    files = self.store.compact_small_files(spec, self.compact_files, self._files.get(key), day)
+                except Exception as exc:   # noqa: BLE001 - the next batch's side work tries again
+                    log.info("bronze batch %s: could not compact %s: %s", batch_id, spec.name, _first_line(exc))
+                    continue
+                self._files[key] = files
                 if files is None:
-                    log.info("bronze batch %s: compacted %s", batch_id, BATCHES.name)
-                self._ledger_files = files
-            except Exception as exc:   # noqa: BLE001 - the next batch's side work tries again
-                log.info("bronze batch %s: could not compact %s: %s", batch_id, BATCHES.name, _first_line(exc))
-            finally:
-                self._compacting.release()
+                    log.info("bronze batch %s: compacted %s%s", batch_id, spec.name,
+                             "" if day is None else f" ({spec.partition_by}={day})")
+                    compacted.add(spec.name)
+        finally:
+            self._compacting.release()
+        return compacted
 
     def _lag(self, end_offsets: dict[str, dict[str, int]]) -> int | None:
         if self.latest_offsets is None:

@@ -38,12 +38,13 @@ class TableSpec:
     # for columns added after tables were created: the table's rows (old schema) -> the rows
     # with every spec column; a table that lacks one is rewritten once by ensure_table
     backfill: Callable[[DataFrame], DataFrame] | None = field(default=None, compare=False)
-    # written in many small commits (bronze: one per micro-batch): the store compacts the small
-    # files as they pile up (Delta: auto compaction; Snowflake manages its micro-partitions)
+    # written in many small commits by batch jobs (gold_builds, silver_order_changes): the store
+    # compacts the small files as they pile up (Delta: auto compaction, an OPTIMIZE inside the
+    # commit that leaves enough of them; Snowflake manages its micro-partitions)
     auto_compact: bool = False
-    # written in many small blind appends (the bronze_batches ledger): not compacted inside the
-    # write (Delta: auto compaction off) but by the writer between batches (compact_small_files),
-    # which a concurrent append cannot conflict with
+    # written in many small commits by the bronze stream (one per micro-batch): not compacted
+    # inside the write, on the batch's critical path (Delta: auto compaction off), but by the
+    # writer between batches (compact_small_files), one partition at a time
     compact_between_batches: bool = False
 
     @property
@@ -130,11 +131,12 @@ class Store(ABC):
         instead of within the next one. Only reads; the writer calls it in the background after
         a batch's commits. Stores with nothing to ready do nothing."""
 
-    def compact_small_files(self, spec: TableSpec, min_files: int, files: int | None = None) -> int | None:
-        """Compact the table's files once it has at least `min_files` (a table with
-        compact_between_batches). `files`: the caller's count of them (None: ask the table).
-        Returns the count it went by, or None after a compaction (unknown until asked again).
-        Stores that manage their own storage do nothing."""
+    def compact_small_files(self, spec: TableSpec, min_files: int, files: int | None = None,
+                            partition: date | None = None) -> int | None:
+        """Compact the files of a table with compact_between_batches (of one `partition` of a
+        partitioned one) once there are at least `min_files`. `files`: the caller's count of
+        them (None: ask the table). Returns the count it went by, or None after a compaction
+        (unknown until asked again). Stores that manage their own storage do nothing."""
         return 0
 
     def maintain(self, spec: TableSpec, retention_hours: float, zorder: bool = False) -> MaintenanceResult:

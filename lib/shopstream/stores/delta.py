@@ -315,17 +315,30 @@ class DeltaStore(Store):
         self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(spec.name)}`").collect()
         self.read(spec.name).where(_within(spec, bounds)).inputFiles()
 
-    def compact_small_files(self, spec: TableSpec, min_files: int, files: int | None = None) -> int | None:
-        """OPTIMIZE (bin-packing) once the table has `min_files` files: for a blind-append
-        table (bronze_batches) this cannot conflict with a concurrent append (Delta: OPTIMIZE
-        only conflicts with writes that remove the files it compacts). The file count is read
-        (DESCRIBE DETAIL: a snapshot state build) only when the caller has none."""
+    def compact_small_files(self, spec: TableSpec, min_files: int, files: int | None = None,
+                            partition: date | None = None) -> int | None:
+        """OPTIMIZE (bin-packing) of the table, or of one partition, once it has `min_files`
+        files. Against the bronze writes it runs beside: a blind append (bronze_batches) cannot
+        conflict with it; an insert-only MERGE removes no file, so the OPTIMIZE commits, and the
+        MERGE conflicts only if it read a file the OPTIMIZE removed (its bounds reach into the
+        compacted files' id ranges): the store runs that MERGE again. The file count is read (a
+        snapshot state build) only when the caller has none."""
         path = self.path(spec.name)
+        where = (partition_predicate(spec.partition_by, [partition], spark_date)
+                 if spec.partition_by and partition is not None else None)
         if files is None:
-            files = int(self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"])
+            if where is None:
+                files = int(self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["numFiles"])
+            else:
+                files = len(self.read(spec.name).where(where).inputFiles())
         if files < min_files:
             return files
-        self._retrying(f"{spec.name} compaction", lambda: DeltaTable.forPath(self.spark, path).optimize().executeCompaction())
+
+        def optimize():
+            builder = DeltaTable.forPath(self.spark, path).optimize()
+            (builder if where is None else builder.where(where)).executeCompaction()
+
+        self._retrying(f"{spec.name} compaction", optimize)
         return None
 
     def append(self, spec: TableSpec, df: DataFrame, txn: Txn | None = None) -> None:
