@@ -1,8 +1,13 @@
-"""Driver JVM settings against the bronze floor on a cold JVM: bench/freshness.py run with each
-setting in turn, alternating (A, B, A, B, ...), in one run of this script.
+"""Two variants of the bronze floor side by side: bench/freshness.py run with each in turn,
+alternating (A, B, B, A, A, B, ...), in one run of this script. A variant is a driver JVM setting
+and/or the code of a git revision (its `lib/` first on PYTHONPATH, from a temporary worktree).
 
     .venv/bin/python bench/jvm_settings.py [--rounds 2] [--seconds 30]
-        [--a ""] [--b "-XX:TieredStopAtLevel=1"] [-- extra freshness.py args]
+        [--a ""] [--b "-XX:TieredStopAtLevel=1"] [--a-rev REV] [--b-rev REV]
+        [-- extra freshness.py args]
+
+e.g. the code before a change against now, same JVM settings:
+    .venv/bin/python bench/jvm_settings.py --a-rev HEAD~1 --b "" -- --warmup 120 --rates 700
 
 Each freshness run is a fresh process (a cold JVM: Spark's and Delta's paths are JIT-compiled
 while it runs). Prints, per setting, the median over rounds of: the 1-record batch median, the
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +42,20 @@ def _figures(run: dict) -> dict[str, float]:
             out[f"{rate}/s batch p95 s"] = phase["batch_s"]["p95"]
             out[f"{rate}/s freshness p50 s"] = phase["freshness_s"]["p50"]
             out[f"{rate}/s freshness p95 s"] = phase["freshness_s"]["p95"]
+            events = phase.get("store_events") or {}
+            if events:
+                out[f"{rate}/s OPTIMIZE commits"] = sum(events["optimize_commits"].values())
+                out[f"{rate}/s commit conflicts"] = events["commit_conflicts"]
     return out
+
+
+def _lib_of(rev: str | None, tmp: Path, name: str) -> str | None:
+    """The `lib/` folder of a git revision (a detached worktree under tmp), None: this checkout's."""
+    if not rev:
+        return None
+    tree = tmp / f"rev-{name}"
+    subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+    return str(tree / "lib")
 
 
 def main(argv=None) -> int:
@@ -45,28 +64,39 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--a", default="", help="driver JVM options of setting A (default: none)")
     p.add_argument("--b", default="-XX:TieredStopAtLevel=1", help="driver JVM options of setting B")
+    p.add_argument("--a-rev", default=None, help="git revision whose lib/ variant A runs (default: this checkout)")
+    p.add_argument("--b-rev", default=None, help="git revision whose lib/ variant B runs (default: this checkout)")
     p.add_argument("rest", nargs="*", help="more bench/freshness.py arguments (after --)")
     args = p.parse_args(argv)
     settings = {"A": args.a, "B": args.b}
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="shopstream-jvm-") as tmp:
+        libs = {"A": _lib_of(args.a_rev, Path(tmp), "A"), "B": _lib_of(args.b_rev, Path(tmp), "B")}
         for rnd in range(args.rounds):
-            for name, opts in settings.items():
+            for name in (["A", "B"] if rnd % 2 == 0 else ["B", "A"]):
+                opts = settings[name]
+                env = dict(os.environ)
+                if libs[name]:
+                    env["PYTHONPATH"] = os.pathsep.join([libs[name], *filter(None, [env.get("PYTHONPATH")])])
                 out = Path(tmp) / f"{name}-{rnd}.json"
                 cmd = [sys.executable, str(HERE / "freshness.py"), "--seconds", str(args.seconds),
                        "--out", str(out), *args.rest]
                 if opts:   # with "=": argparse would read a value starting with "-" as an option
                     cmd += [f"--driver-java-options={opts}"]
-                _say(f"round {rnd + 1}/{args.rounds}, setting {name} ({opts or 'defaults'})")
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                _say(f"round {rnd + 1}/{args.rounds}, variant {name} ({opts or 'JVM defaults'}, "
+                     f"code of {getattr(args, name.lower() + '_rev') or 'this checkout'})")
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
                 runs[name].append(_figures(json.loads(out.read_text())))
                 _say(f"  {runs[name][-1]}")
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
-    summary = {"settings": settings, "rounds": args.rounds, "runs": runs, "medians": medians,
+    summary = {"settings": settings, "revisions": {"A": args.a_rev, "B": args.b_rev}, "rounds": args.rounds, "runs": runs, "medians": medians,
                "b_over_a": {k: round(medians["B"][k] / medians["A"][k], 3) for k in medians["A"] if medians["A"][k]}}
     for k, ratio in summary["b_over_a"].items():
         _say(f"{k}: A {medians['A'][k]} / B {medians['B'][k]} -> B/A {ratio}")
     print(json.dumps(summary, indent=2))
+    for name in ("A", "B"):
+        if libs[name]:
+            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "prune"], check=False)
     return 0
 
 
