@@ -55,6 +55,8 @@ def _lib_of(rev: str | None, tmp: Path, name: str) -> str | None:
         return None
     tree = tmp / f"rev-{name}"
     subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+    # the code finds its jars (Spark packages, the Kafka broker) under the checkout's .cache
+    (tree / ".cache").symlink_to(HERE.parent / ".cache", target_is_directory=True)
     return str(tree / "lib")
 
 
