@@ -223,6 +223,12 @@ def _store_events(store: DeltaStore, batches: dict) -> dict:
             "commit_conflicts": STORE_EVENTS.between(start, end)["commit_conflicts"]}
 
 
+def _near_2000(batches: dict, rows: dict) -> dict:
+    near = [b["end"] - b["start"] for i, b in batches.items() if 1800 <= rows.get(i, 0) <= 2200]
+    return {"batches": len(near), "median": round(statistics.median(near), 2) if near else None,
+            "p95": round(pct(near, 0.95), 2) if near else None}
+
+
 def _phase(name: str, ids: list[int], progress: Progress, writer: BronzeBatchWriter, store: DeltaStore) -> dict:
     batches = {i: progress.batches[i] for i in ids}
     rows = {r.batch_id: sum(r.input_records.values()) for r in writer.results if r.batch_id in batches}
@@ -246,6 +252,9 @@ def _phase(name: str, ids: list[int], progress: Progress, writer: BronzeBatchWri
            "records_per_batch_median": statistics.median(rows.values()) if ids else 0,
            "batch_s": {"median": round(statistics.median(durations), 2) if durations else None,
                        "p95": round(pct(durations, 0.95), 2), "max": round(max(durations, default=0), 2)},
+           # the goal's own batch size: batches of 1,800-2,200 records, whatever the phase (a slow
+           # batch makes the next one larger, so a phase's p95 is also its largest batches')
+           "batch_s_2000_records": _near_2000(batches, rows),
            "freshness_s": {"p50": round(pct(fresh, 0.5), 2), "p95": round(pct(fresh, 0.95), 2),
                            "records": len(fresh)},
            "median_ms": {k: statistics.median(v) for k, v in sorted(parts.items())},

@@ -42,6 +42,11 @@ def _figures(run: dict) -> dict[str, float]:
             out[f"{rate}/s batch p95 s"] = phase["batch_s"]["p95"]
             out[f"{rate}/s freshness p50 s"] = phase["freshness_s"]["p50"]
             out[f"{rate}/s freshness p95 s"] = phase["freshness_s"]["p95"]
+            near = phase.get("batch_s_2000_records") or {}
+            if near.get("batches"):
+                out[f"{rate}/s 1,800-2,200-record batches"] = near["batches"]
+                out[f"{rate}/s 2,000-record batch median s"] = near["median"]
+                out[f"{rate}/s 2,000-record batch p95 s"] = near["p95"]
             events = phase.get("store_events") or {}
             if events:
                 out[f"{rate}/s OPTIMIZE commits"] = sum(events["optimize_commits"].values())
@@ -90,9 +95,11 @@ def main(argv=None) -> int:
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
                 runs[name].append(_figures(json.loads(out.read_text())))
                 _say(f"  {runs[name][-1]}")
-    medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    medians = {name: {k: statistics.median(r[k] for r in rs if k in r) for k in dict.fromkeys(k for r in rs for k in r)}
+               for name, rs in runs.items()}
     summary = {"settings": settings, "revisions": {"A": args.a_rev, "B": args.b_rev}, "rounds": args.rounds, "runs": runs, "medians": medians,
-               "b_over_a": {k: round(medians["B"][k] / medians["A"][k], 3) for k in medians["A"] if medians["A"][k]}}
+               "b_over_a": {k: round(medians["B"][k] / medians["A"][k], 3) for k in medians["A"]
+                            if medians["A"][k] and k in medians["B"]}}
     for k, ratio in summary["b_over_a"].items():
         _say(f"{k}: A {medians['A'][k]} / B {medians['B'][k]} -> B/A {ratio}")
     print(json.dumps(summary, indent=2))
