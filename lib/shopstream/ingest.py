@@ -104,8 +104,10 @@ class BronzeBatchWriter:
         self.warming: Future | None = None   # the last batch's Store.warm calls, running or done
         self._fault = _fault_point(os.environ.get(FAULT_ENV))
         # off the batch's critical path: the broker's latest offsets (asked during the MERGEs)
-        # and readying the written tables for the next batch (after the ledger)
-        self._side_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopstream-side")
+        # and the side work after the ledger (readying tables, compacting). Three threads: a
+        # compaction (seconds) and the next batch's side work can both be running, and the lag
+        # lookup, which the batch waits for, must not queue behind them
+        self._side_pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="shopstream-side")
         self.compact_files = COMPACT_FILES
         self._latest_batch = -1
         # (table, partition date or None) -> its files as this writer counts them (one more per
