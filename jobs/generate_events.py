@@ -20,11 +20,11 @@ import itertools
 import json
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from shopstream import config as cfg
-from shopstream.generator import FxTable, Params, Record, generate, route
+from shopstream.generator import COUNTRY_CURRENCY, FxTable, Params, Record, generate, route
 from shopstream.producer import PublishError, publish
 
 
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timestamps", choices=["event", "now"], default="event",
                    help="Kafka timestamp: the event's time (a captured day) or the send time")
     p.add_argument("--truth", type=Path, default=None, help="write the ground-truth JSON here")
+    p.add_argument("--fx-file", type=Path, default=None,
+                   help="the ECB history (zip or CSV) to price orders with (default: the packaged copy, "
+                        "which ends at its release; load the same file with fx_rates --file)")
     p.add_argument("--input", type=Path, default=None, help="publish this JSON-lines file instead")
     p.add_argument("--skip", type=int, default=0,
                    help="do not send the first N records (resume after a failed publish, which names N)")
@@ -93,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed, duplicate_fraction=args.duplicates, late_fraction=args.late,
                     malformed_fraction=args.malformed,
                     max_record_bytes=int(conf.get("bronze.max_record_bytes")))
-    records, truth = generate(params, FxTable(conf.path("paths.fx_rates")))
+    fx_table = FxTable(conf.path("paths.fx_rates"), ecb_file=args.fx_file)
+    try:                          # before anything is sent: not half a day published, then a crash
+        for day in range(args.days):
+            for currency in sorted(set(COUNTRY_CURRENCY.values())):
+                fx_table.rate(currency, args.start_date + timedelta(days=day))
+    except KeyError as exc:
+        print(f"error: cannot price the generated orders: {exc.args[0]}", file=sys.stderr)
+        return 2
+    records, truth = generate(params, fx_table)
     if args.timestamps == "now":
         records = (Record(r.topic, r.key, r.value, int(time.time() * 1000)) for r in records)
     try:

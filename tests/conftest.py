@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,47 @@ def s3(tmp_path_factory):
     yield endpoint, client
     proc.terminate()
     proc.wait(10)
+
+
+ECB_CURRENT = """Date,USD,JPY,GBP,
+2026-11-27,1.0412,161.20,0.83125,
+2026-11-26,1.0398,160.95,0.83010,
+"""
+
+
+@pytest.fixture()
+def ecb_server(tmp_path):
+    """A real HTTP server on loopback standing in for www.ecb.europa.eu: /eurofxref-hist.zip (the
+    ECB's shape, rates of 2026-11-26 and -27), /flaky.zip (503 twice, then the file), /gone.zip
+    (404). Yields (base URL, hits: requests and the last Authorization header per path)."""
+    import http.server
+    import threading
+
+    body = tmp_path / "served.zip"
+    with zipfile.ZipFile(body, "w") as z:
+        z.writestr("eurofxref-hist.csv", ECB_CURRENT)
+    hits: dict[str, int] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            path = self.path.split("?")[0]
+            hits[path] = hits.get(path, 0) + 1
+            hits[f"auth {path}"] = self.headers.get("Authorization")
+            if path == "/eurofxref-hist.zip" or (path == "/flaky.zip" and hits[path] > 2):
+                data = body.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            else:
+                self.send_error(503 if path == "/flaky.zip" else 404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+    server.server_close()

