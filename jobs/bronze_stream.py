@@ -7,9 +7,11 @@
 Each micro-batch goes through shopstream.ingest.BronzeBatchWriter (one MERGE per table).
 SIGTERM or SIGINT (to this process, or to the spark-submit.sh that started it) stop the query
 after the micro-batch in progress, and it exits 0 with a "stopped after batch N" line. A second
-query on the same checkpoint exits 2 at once. Every progress event logs the Kafka lag per topic;
-a stall (broker unreachable, or records waiting and no batch) logs a warning every
-bronze.stall_warning_seconds.
+query on the same checkpoint exits 2 at once. When Kafka no longer holds offsets the checkpoint
+expects (a topic re-created, retention ahead of bronze) it exits 3 with what to do (a new
+checkpoint from the earliest offsets: a replay bronze deduplicates). Every progress event logs
+the Kafka lag per topic; a stall (broker unreachable, or records waiting and no batch) logs a
+warning every bronze.stall_warning_seconds.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import threading
 import time
 from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
+
 from shopstream import config as cfg
 from shopstream import locations
 from shopstream import logs, status
 from shopstream.spark import build_session
 from shopstream.stores.base import make_store
-from shopstream.stream import CheckpointInUse, StreamOptions, start_bronze, stop_gracefully
+from shopstream.stream import CheckpointInUse, StreamOptions, data_loss_hint, start_bronze, stop_gracefully
 
 log = logging.getLogger("shopstream.bronze")
 
@@ -90,14 +94,23 @@ def main(argv=None) -> int:
                 stop_gracefully(query)
                 stopped = True
                 break
-            query.awaitTermination(1)
+            try:
+                query.awaitTermination(1)
+            except StreamingQueryException:
+                break                              # query.exception() below says why
             monitor.tick()
     finally:
         writer.close()
         writer.checkpoint_lock.release()
     last = writer.results[-1].batch_id if writer.results else None
     if query.exception() is not None:
-        log.error("bronze query failed after batch %s: %s", last, query.exception())
+        # Spark's message, without the query plan it appends (Spark's own ERROR line has it all)
+        reason = str(query.exception()).split("\n=== Streaming Query ===")[0].strip()
+        log.error("bronze query failed after batch %s: %s", last, reason)
+        hint = data_loss_hint(query.exception(), opts.checkpoint)
+        if hint:
+            log.error("bronze: %s", hint)
+            return 3
         return 1
     total = sum(sum(r.input_records.values()) for r in writer.results)
     log.info("bronze %s after batch %s: %d batches, %d records, %.1fs", "stopped" if stopped else "done",

@@ -1,6 +1,6 @@
 """Bronze as it is operated: any bytes at all on the topics, a second query on a checkpoint,
-SIGTERM to the process spark-submit.sh runs, a broker outage under a running stream, and the
-publisher through a broker restart. Real broker, real Delta tables, real processes."""
+SIGTERM to the process spark-submit.sh runs, a broker outage under a running stream, topics
+re-created under a checkpoint, and the publisher through a broker restart. Real broker, real Delta tables, real processes."""
 
 from __future__ import annotations
 
@@ -145,6 +145,33 @@ def test_no_record_stops_the_stream(spark, kafka, fresh_topics, tmp_path):
     assert {"not_json", "wrong_type", "missing_required_field"} <= set(reasons)
 
 
+def test_records_from_producers_of_every_compression_codec_are_read(spark, kafka, fresh_topics, tmp_path):
+    """Other people's producers compress (zstd and lz4 are common): each codec's batches land,
+    none lost, none stopping the stream (the codecs' jars come with Spark's Kafka connector)."""
+    from confluent_kafka import Producer
+
+    names = list(fresh_topics.values())
+    sent = 0
+    for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
+        producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "compression.type": codec,
+                             "linger.ms": 20, "log_level": 0})
+        for i in range(200):
+            event = {"event_id": f"019a3e2c-0000-7000-8000-{sent:012x}", "event_type": "page_view",
+                     "event_time": "2026-11-01T12:00:00Z", "schema_version": 1, "session_id": f"s-{codec}-{i}",
+                     "user_id": None, "page_url": "/" + "x" * 200, "device": "mobile", "channel": "email",
+                     "country": "DE"}
+            producer.produce(names[1], key=f"s-{codec}-{i}".encode(), value=json.dumps(event).encode())
+            sent += 1
+        assert producer.flush(60) == 0
+    store = DeltaStore(spark, tmp_path / "wh")
+    run_available_now(spark, store, StreamOptions(bootstrap_servers=kafka.bootstrap_servers,
+                                                  topics=fresh_topics, checkpoint=tmp_path / "cp"))
+    clicks = store.read("bronze_clicks")
+    assert clicks.count() == sent and store.read("bronze_quarantine").count() == 0
+    assert {r[0].split("-")[1] for r in clicks.select("record_key").distinct().collect()} == \
+        {"none", "gzip", "snappy", "lz4", "zstd"}
+
+
 def test_a_second_query_on_a_checkpoint_fails_fast(spark, kafka, fresh_topics, tmp_path):
     cp = tmp_path / "cp"
     holder = CheckpointLock(cp)                     # as a running bronze query holds it
@@ -214,6 +241,54 @@ def test_broker_outage_is_visible_and_the_stream_resumes_exactly(spark, base_con
     batches = store.read("bronze_batches")
     assert batches.agg(F.sum("input_records") - F.sum("replayed")).first()[0] == len(first) + len(second)
     assert batches.where(F.col("end_offsets").isNull()).count() == 0
+
+
+def test_a_recreated_topic_stops_bronze_with_what_to_do_and_that_replay_loses_and_duplicates_nothing(
+        spark, kafka, fresh_topics, base_conf, tmp_path):
+    """Both topics deleted and re-created under bronze's checkpoint, with fewer records than it
+    had read: the job exits 3 naming the recovery, writes nothing; the recovery it names (a new
+    checkpoint from the earliest offsets) adds exactly the new records, none twice."""
+    from dataclasses import replace
+
+    from confluent_kafka.admin import AdminClient
+
+    first, _ = _generated(base_conf, seed=81, sessions=40)
+    publish(first, kafka.bootstrap_servers, fresh_topics, progress=lambda _: None)
+    store, cp = DeltaStore(spark, tmp_path / "wh"), tmp_path / "cp"
+    opts = StreamOptions(bootstrap_servers=kafka.bootstrap_servers, topics=fresh_topics, checkpoint=cp)
+    run_available_now(spark, store, opts)
+    assert _rows(store) == len(first)
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, "log_level": 0})
+    for future in admin.delete_topics(list(fresh_topics.values()), operation_timeout=30).values():
+        future.result()
+    _poll(lambda: not set(fresh_topics.values()) & set(admin.list_topics(timeout=5).topics), 60,
+          what="the topics deleted")
+    kafka.create_topics(list(fresh_topics.values()))
+    second, _ = _generated(base_conf, seed=82, sessions=2)       # ~1/20 of the records: every offset goes back
+    publish(second, kafka.bootstrap_servers, fresh_topics, progress=lambda _: None)
+    assert len(second) * 5 < len(first)
+
+    log = tmp_path / "lost.log"
+    proc = _job(["--checkpoint", str(cp), "--trigger", "available-now"],
+                _env(tmp_path / "wh", kafka.bootstrap_servers, fresh_topics), log)
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text(errors="replace")
+    assert code == 3, text[-3000:]
+    assert "Kafka no longer holds offsets" in text and "--starting-offsets earliest" in text, text[-3000:]
+    assert _rows(store) == len(first)                                 # nothing written
+
+    run_available_now(spark, store, replace(opts, checkpoint=tmp_path / "cp-new", starting_offsets="earliest"))
+    assert _rows(store) == len(first) + len(second)
+    for t in BRONZE:
+        df = store.read(t)
+        assert df.select("ingestion_id").distinct().count() == df.count()
+    run_available_now(spark, store, replace(opts, checkpoint=tmp_path / "cp-new2", starting_offsets="earliest"))
+    assert _rows(store) == len(first) + len(second)                   # the replay again: nothing added
 
 
 def test_publisher_rides_out_a_broker_restart(base_conf, tmp_path):

@@ -27,6 +27,29 @@ class CheckpointInUse(RuntimeError):
     """Another bronze query holds this checkpoint."""
 
 
+# Spark's Kafka source with failOnDataLoss=true (our default), 3.5 and 4.1 wordings, lower case
+_DATA_LOSS_MARKERS = ("kafka_data_loss", "some data may have been lost", "some data may have been missed",
+                      "offset was changed from")
+
+
+def data_loss_hint(failure: object, checkpoint: str | Path | None = None) -> str | None:
+    """What to do when the query failed because Kafka no longer holds offsets its checkpoint
+    expects (a topic deleted and re-created, retention deleting records not yet read, partitions
+    removed); None for any other failure."""
+    text = str(failure).lower()
+    if not any(m in text for m in _DATA_LOSS_MARKERS):
+        return None
+    cp = f"checkpoint {checkpoint}" if checkpoint else "its checkpoint"
+    return ("Kafka no longer holds offsets the bronze query's " + cp + " expects: a topic was "
+            "deleted and re-created, or retention deleted records before bronze read them. Nothing "
+            "was written for this batch. Records Kafka no longer holds cannot be recovered; to ingest "
+            "everything it still holds, start bronze on a NEW checkpoint from the earliest offsets: "
+            "bronze_stream --checkpoint <new folder> --starting-offsets earliest (a replay: bronze "
+            "inserts only records it does not have, by ingestion id; compare with kafka_counts after). "
+            "Setting bronze.fail_on_data_loss=false instead skips, on a re-created topic, its records "
+            "up to the old offset.")
+
+
 class CheckpointLock:
     """An exclusive lock on a checkpoint folder, held while a query runs on it.
 
@@ -157,7 +180,8 @@ def run_available_now(spark: SparkSession, store: Store, opts: StreamOptions) ->
         writer.close()
         writer.checkpoint_lock.release()
     if query.exception() is not None:
-        raise RuntimeError(f"bronze query failed: {query.exception()}")
+        hint = data_loss_hint(query.exception(), opts.checkpoint)
+        raise RuntimeError(f"bronze query failed: {query.exception()}" + (f"\n{hint}" if hint else ""))
     return writer
 
 
