@@ -74,6 +74,52 @@ def test_a_2019_day_of_usd_orders_without_checkout_events_and_no_fx_rows(spark, 
     assert rate == pytest.approx(4 / 12)
 
 
+def test_a_source_with_its_own_channel_and_device_names_keeps_its_sessions_and_funnel(spark, store):
+    """The second real-data break: a shop whose tracker says "seo", "cpc", "Google Ads" or
+    nothing at all had every click rejected (invalid_channel / invalid_device): no sessions, an
+    empty funnel, its orders' channel `none`. Expected values are counted here from the input."""
+    from shopstream.silver import Vocabulary
+    day = date(2019, 6, 3)
+    channels = ["seo", "CPC", "Google Ads", None, "direct", "tiktok"]   # as the tracker sends them
+    devices = ["Mobile", "smartphone", None, "smart_tv", "desktop", "PC"]
+    # the source's own map (conf silver.channel_map); the rest: built-in spellings or other/unknown
+    settings = SilverSettings(late_days=2, vocabulary=Vocabulary.of({}, {"google ads": "paid_search"}))
+    name_channel = {"seo": "organic", "cpc": "paid_search", "google ads": "paid_search", None: "unknown",
+                    "direct": "direct", "tiktok": "other"}
+    name_device = {"mobile": "mobile", "smartphone": "mobile", None: "unknown", "smart_tv": "other",
+                   "desktop": "desktop", "pc": "desktop"}
+    f = Feed()
+    want_sessions, want_buyers, want_gmv = {}, {}, {}   # (device, channel) -> counts; channel -> GMV
+    for i in range(30):
+        sid, ch, dev = f"s{i}", channels[i % 6], devices[(i // 5) % 6]
+        key = (name_device[dev.lower() if dev else None], name_channel[ch.lower() if ch else None])
+        e = click("product_view", sid, f"2019-06-03 {8 + i % 12:02d}:{i:02d}:00", channel=ch)
+        if dev is None:
+            del e["device"]
+        else:
+            e["device"] = dev
+        f.add(e)
+        want_sessions[key] = want_sessions.get(key, 0) + 1
+        if i % 4 == 0:
+            f.add(click("add_to_cart", sid, f"2019-06-03 {8 + i % 12:02d}:{i:02d}:30", channel=ch,
+                        device=dev or "tablet"))   # a later click's attributes do not count
+            price = Decimal(f"{20 + i}.50")
+            f.add(order("order_created", f"v{i}", f"2019-06-03 {8 + i % 12:02d}:{i:02d}:50", session_id=sid,
+                        total_amount=str(price), items=[{"product_id": "p", "category": "toys", "quantity": 1,
+                                                         "unit_price": str(price)}]))
+            want_buyers[key] = want_buyers.get(key, 0) + 1
+            want_gmv[key[1]] = want_gmv.get(key[1], Decimal(0)) + price
+    f.load(spark, store)
+    _run(store, day, day, settings=settings)
+    assert store.read("silver_rejects").count() == 0
+    funnel = {(r.device, r.channel): (r.sessions, r.purchasing_sessions)
+              for r in store.read("gold_daily_funnel").collect()}
+    assert funnel == {k: (n, want_buyers.get(k, 0)) for k, n in want_sessions.items()}
+    sales = {r.channel: r.gmv for r in store.read("gold_daily_sales").groupBy("channel")
+             .agg(F.sum("gmv_usd").alias("gmv")).collect()}
+    assert sales == want_gmv
+
+
 def test_a_2017_month_of_brl_orders_with_cancellations(spark, store):
     first, last = date(2017, 3, 1), date(2017, 3, 31)
     load_fx(store, since=date(2017, 1, 1))

@@ -1,5 +1,6 @@
 """Silver on real Delta tables, from bronze rows loaded by the real bronze writer."""
 
+import logging
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +11,7 @@ from pyspark.sql import functions as F
 
 from rows import Feed, click, load_fx, oid, order
 from shopstream.pipeline import SilverSettings, dates, ensure_silver_tables, silver_date, silver_range
+from shopstream.silver import Vocabulary
 from shopstream.stores.delta import DeltaStore
 
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
@@ -72,10 +74,9 @@ def test_each_click_rule_rejects_with_its_name(spark, store, fx):
     f = Feed()
     ok = f.add(click("page_view", "s1", "2026-11-01 10:00", device=" Mobile ", channel="EMAIL"))
     cases = {
-        "invalid_device": click("page_view", "s2", "2026-11-01 10:01", device="fridge"),
-        "invalid_channel": click("page_view", "s3", "2026-11-01 10:02", channel="carrier_pigeon"),
         "product_required": click("product_view", "s4", "2026-11-01 10:03", product_id=" "),
         "required_field": click("page_view", "", "2026-11-01 10:04"),
+        "invalid_country": click("page_view", "s5", "2026-11-01 10:05", country="USA"),
     }
     for e in cases.values():
         f.add(e)
@@ -84,6 +85,50 @@ def test_each_click_rule_rejects_with_its_name(spark, store, fx):
     assert rejected_rules(store) == {e["event_id"]: rule for rule, e in cases.items()}
     row = store.read("silver_clicks").first()
     assert (row.event_id, row.device, row.channel) == (ok["event_id"], "mobile", "email")  # cleaned
+
+
+def test_a_device_or_channel_outside_the_vocabulary_is_named_not_rejected(spark, store, fx, caplog):
+    """Another source's vocabulary (design §5): a known spelling maps onto the contract's name,
+    conf's map adds the source's own, anything else is `other`, nothing sent is `unknown`;
+    no click is rejected for it, and the run names the values it could not place."""
+    f = Feed()
+    sent = {   # session -> (device sent, channel sent, device expected, channel expected)
+        "s1": (" Smartphone", "SEO", "mobile", "organic"),          # built-in spellings
+        "s2": ("fridge", "carrier_pigeon", "other", "other"),       # unknown values
+        "s3": (None, "", "unknown", "unknown"),                      # nothing sent
+        "s4": ("Tablet", " Partner-Site ", "tablet", "affiliate"),  # conf's map: a new name
+        "s5": ("desktop", "Newsletter", "desktop", "email"),
+    }
+    for i, (sid, (device, channel, _, _)) in enumerate(sent.items()):
+        e = click("page_view", sid, f"2026-11-01 10:0{i}", channel=channel)
+        if device is None:
+            del e["device"]
+        else:
+            e["device"] = device
+        f.add(e)
+    f.add(click("page_view", "s2", "2026-11-01 10:30", device="fridge", channel="carrier_pigeon"))
+    f.load(spark, store)
+    settings = SilverSettings(late_days=2, vocabulary=Vocabulary.of({}, {"partner-site": "affiliate"}))
+    with caplog.at_level(logging.INFO, logger="shopstream.pipeline"):
+        silver_range(store, D1, D1, settings)
+    assert store.read("silver_rejects").count() == 0
+    got = {r.session_id: (r.device, r.channel) for r in store.read("silver_clicks").collect()}
+    assert got == {sid: (d, c) for sid, (_, _, d, c) in sent.items()}
+    sessions = {r.session_id: (r.device, r.channel) for r in store.read("silver_sessions").collect()}
+    assert sessions == got
+    audit = store.read("silver_audit").where(F.col("source") == "clicks").first()
+    assert (audit.bronze_rows, audit.rejected, audit.written) == (6, 0, 6)
+    text = caplog.text
+    assert "2 click(s) with a device outside the vocabulary, kept as 'other' (sent: fridge)" in text
+    assert "2 click(s) with a channel outside the vocabulary, kept as 'other' (sent: carrier_pigeon)" in text
+    assert "1 click(s) without a device, kept as 'unknown'" in text
+
+
+@pytest.mark.parametrize("device_map, channel_map", [({"x": "Organic"}, {}), ({}, {"": "organic"}),
+                                                     ({}, {"seo": "paid search"})])
+def test_a_vocabulary_map_with_a_bad_entry_is_refused(device_map, channel_map):
+    with pytest.raises(ValueError, match="silver.(device|channel)_map"):
+        Vocabulary.of(device_map, channel_map)
 
 
 def test_duplicates_first_ingested_wins_and_are_counted(spark, store, fx):

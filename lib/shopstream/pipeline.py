@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import Column, DataFrame
@@ -51,6 +51,8 @@ class SilverSettings:
     default_late_days: int | None = None     # silver.late_days in conf; None: late_days
     max_event_age_days: int = 30
     fx_max_staleness_days: int = 7
+    # device/channel names (silver.device_map / silver.channel_map on top of the defaults)
+    vocabulary: silver.Vocabulary = field(default=silver.DEFAULT_VOCABULARY)
 
     def __post_init__(self) -> None:
         if self.default_late_days is None:
@@ -68,7 +70,9 @@ class SilverSettings:
                    future_tolerance_minutes=int(conf.get("silver.future_tolerance_minutes")),
                    default_late_days=default,
                    max_event_age_days=int(conf.get("silver.max_event_age_days")),
-                   fx_max_staleness_days=int(conf.get("silver.fx_max_staleness_days")))
+                   fx_max_staleness_days=int(conf.get("silver.fx_max_staleness_days")),
+                   vocabulary=silver.Vocabulary.of(conf.get("silver.device_map", {}),
+                                                   conf.get("silver.channel_map", {})))
 
 
 def load_fx_rates(store: Store, rates: list) -> int:
@@ -123,23 +127,56 @@ def _split(checked: DataFrame) -> tuple[DataFrame, DataFrame]:
     return events.where(F.size("failed_rules") == 0), rejected
 
 
+_NAMED = ("device", "channel")
+_SAMPLE = 5   # values sent, named in the run's report of a device/channel taken as `other`
+
+
 def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
+    """silver_audit rows (design §5); for clicks also, per device/channel, the clicks written
+    with `other` (<name>_other) and up to _SAMPLE of the values sent (<name>_other_sent), and
+    those written with `unknown` (<name>_unknown): the run's report, not stored."""
     event, ingest = F.col("role") == "event", F.col("role") == "ingest"
+    written = event & ~F.col("is_duplicate") & (F.size("failed_rules") == 0)
 
     def n(cond: Column) -> Column:
         return F.count(F.when(cond, 1)).cast("long")
 
+    named = []
+    if source == "clicks":
+        for c in _NAMED:
+            other = written & (F.col(c) == silver.OTHER) & F.col(f"{c}_sent").isNotNull()
+            named += [n(other).alias(f"{c}_other"), n(written & (F.col(c) == silver.UNKNOWN)).alias(f"{c}_unknown"),
+                      F.slice(F.array_sort(F.collect_set(F.when(other, F.col(f"{c}_sent")))), 1, _SAMPLE)
+                      .alias(f"{c}_other_sent")]
     return checked.groupBy(F.col("silver_date").alias("event_date")).agg(
         F.lit(source).alias("source"),
         n(event).alias("bronze_rows"),
         n(event & F.col("is_duplicate")).alias("duplicates"),
         n(event & ~F.col("is_duplicate") & (F.size("failed_rules") > 0)).alias("rejected"),
-        n(event & ~F.col("is_duplicate") & (F.size("failed_rules") == 0)).alias("written"),
+        n(written).alias("written"),
         n(ingest & F.col("out_of_range")).alias("out_of_range"),
         n(ingest & ~F.col("out_of_range")).alias("outside_window"),
         n(event & ~F.col("in_default_window")).alias("taken_in_late"),
         F.lit(late_days).alias("late_days"),
+        *named,
     )
+
+
+def _report_names(audit: list, first: date, last: date) -> None:
+    """Log the clicks whose device/channel silver named `other` (with values sent) or `unknown`."""
+    rows = [r for r in audit if r["source"] == "clicks"]
+    for c in _NAMED:
+        other = sum(r[f"{c}_other"] for r in rows)
+        unknown = sum(r[f"{c}_unknown"] for r in rows)
+        if other:
+            sent = sorted({v for r in rows for v in r[f"{c}_other_sent"]})
+            more = ", ..." if len(sent) > _SAMPLE else ""
+            log.warning("silver dates=%s..%s: %d click(s) with a %s outside the vocabulary, kept as '%s' "
+                        "(sent: %s%s); name them with silver.%s_map in conf", first, last, other, c,
+                        silver.OTHER, ", ".join(sent[:_SAMPLE]), more, c)
+        if unknown:
+            log.info("silver dates=%s..%s: %d click(s) without a %s, kept as '%s'", first, last, unknown, c,
+                     silver.UNKNOWN)
 
 
 def ensure_silver_tables(store: Store) -> None:
@@ -159,11 +196,12 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
     cal = silver.fx_calendar(store.read("ref_fx_rates"), first, last, settings.fx_max_staleness_days)
     orders = _checked(_owned_rows(store, "bronze_orders", first, last, settings), silver.clean_orders,
                       lambda df: silver.with_usd(df, cal), silver.order_rules(settings.amount_ceiling_usd)).persist()
-    clicks = _checked(_owned_rows(store, "bronze_clicks", first, last, settings), silver.clean_clicks,
-                      lambda df: df, silver.click_rules()).persist()
+    clicks = _checked(_owned_rows(store, "bronze_clicks", first, last, settings),
+                      lambda df: silver.clean_clicks(df, settings.vocabulary), lambda df: df,
+                      silver.click_rules()).persist()
     try:
         audit = (_audit(orders, "orders", settings.late_days)
-                 .unionByName(_audit(clicks, "clicks", settings.late_days)).collect())
+                 .unionByName(_audit(clicks, "clicks", settings.late_days), allowMissingColumns=True).collect())
         valid_orders, rejected_orders = _split(orders)
         valid_clicks, rejected_clicks = _split(clicks)
         store.replace_partitions(SILVER_TABLES["order_events"], silver.order_events_rows(valid_orders), first, last)
@@ -173,6 +211,7 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
     finally:
         orders.unpersist()
         clicks.unpersist()
+    _report_names(audit, first, last)
     rows = [tuple(r[f.name] for f in silver.SILVER_AUDIT.fields) for r in audit]
     store.replace_partitions(SILVER_TABLES["audit"], literal_rows(store.spark, rows, silver.SILVER_AUDIT),
                              first, last)
@@ -206,16 +245,15 @@ def _sessions_for(store: Store, first: date, last: date) -> DataFrame:
 
 def _upsert_orders(store: Store, first: date, last: date, settings: SilverSettings) -> None:
     events = _between(store.read("silver_order_events"), "event_date", first, last)
-    # device/channel of each order's session: its first valid click on the order's day or the day
+    # device/channel of each order's session: its first click on the order's day or the day
     # before, taken from bronze (the complete input) so that the result does not depend on the
     # order dates are run in
     clicks = (store.read("bronze_clicks")
               .where(F.col("ingest_date").between(F.lit(first - timedelta(days=2)),
                                                   F.lit(last + timedelta(days=settings.late_days))))
               .where(F.to_date("event_time").between(F.lit(first - timedelta(days=1)), F.lit(last)))
-              .transform(silver.clean_clicks)
-              .where(F.col("session_id").isNotNull() & F.col("device").isin(list(schemas.DEVICES))
-                     & F.col("channel").isin(list(schemas.CHANNELS))))
+              .transform(lambda df: silver.clean_clicks(df, settings.vocabulary))
+              .where(F.col("session_id").isNotNull()))
     attrs = (clicks.groupBy("session_id")
              .agg(F.min_by(F.struct("device", "channel"), F.struct("event_time", "event_id")).alias("a"))
              .select("session_id", "a.device", "a.channel"))

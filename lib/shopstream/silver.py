@@ -18,6 +18,9 @@ Also: per-order partial state for the silver_orders upsert, and per-session aggr
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
@@ -248,14 +251,71 @@ def clean_orders(df: DataFrame) -> DataFrame:
                 _money(i["unit_price"]).alias("unit_price")))))
 
 
-def clean_clicks(df: DataFrame) -> DataFrame:
+# --- device / channel vocabulary -------------------------------------------------------------
+
+OTHER = "other"       # a device/channel the vocabulary does not know (the value sent stays in bronze)
+UNKNOWN = "unknown"   # no device/channel sent
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+# other sources' common spellings of the contract's values (device types, GA-style mediums);
+# silver.device_map / silver.channel_map in conf add to these and win
+DEFAULT_DEVICE_MAP = {"phone": "mobile", "smartphone": "mobile", "pc": "desktop", "computer": "desktop"}
+DEFAULT_CHANNEL_MAP = {"seo": "organic", "organic_search": "organic", "cpc": "paid_search", "ppc": "paid_search",
+                       "sem": "paid_search", "social_media": "social", "newsletter": "email", "e-mail": "email",
+                       "(direct)": "direct", "(none)": "direct", "affiliate": "referral"}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The device and channel names silver stores (design §5): a sent value (trimmed, lower-cased)
+    mapped by the source's map, else a contract value as is, else `other`; nothing sent is
+    `unknown`. A click is never rejected for its device or channel."""
+    device_map: tuple[tuple[str, str], ...] = tuple(DEFAULT_DEVICE_MAP.items())
+    channel_map: tuple[tuple[str, str], ...] = tuple(DEFAULT_CHANNEL_MAP.items())
+
+    @classmethod
+    def of(cls, device_map: Mapping[str, str] | None = None,
+           channel_map: Mapping[str, str] | None = None) -> "Vocabulary":
+        """The defaults plus these maps (which win); keys match trimmed and case-insensitively,
+        and a target must be a lower-case name ([a-z0-9_], e.g. "organic" or a new "affiliate")."""
+        def merged(default: dict[str, str], extra: Mapping[str, str] | None, what: str) -> tuple:
+            out = dict(default)
+            if extra is not None and not isinstance(extra, Mapping):
+                raise ValueError(f"silver.{what}_map must be a table of name = name, not {type(extra).__name__}")
+            for key, target in (extra or {}).items():
+                if not isinstance(key, str) or not key.strip() or not isinstance(target, str) \
+                        or not _NAME_RE.match(target):
+                    raise ValueError(f"silver.{what}_map: {key!r} = {target!r}: the key must be a non-empty "
+                                     "string and the target a lower-case name ([a-z0-9_])")
+                out[key.strip().lower()] = target
+            return tuple(sorted(out.items()))
+        return cls(merged(DEFAULT_DEVICE_MAP, device_map, "device"),
+                   merged(DEFAULT_CHANNEL_MAP, channel_map, "channel"))
+
+
+DEFAULT_VOCABULARY = Vocabulary()
+
+
+def _named(name: str, contract: tuple[str, ...], mapping: tuple[tuple[str, str], ...]) -> Column:
+    c = F.col(name)   # trimmed and lower-cased, empty as null
+    out = F.when(c.isNull(), F.lit(UNKNOWN))
+    for key, target in mapping:
+        out = out.when(c == F.lit(key), F.lit(target))
+    return out.when(c.isin(list(contract)), c).otherwise(F.lit(OTHER))
+
+
+def clean_clicks(df: DataFrame, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> DataFrame:
+    """Trimmed, ids canonical, enums lower-cased; device/channel named by the vocabulary (the
+    values sent kept as device_sent / channel_sent for the run's report)."""
     out = df
     for name in ("event_id", "session_id", "user_id", "product_id", "page_url", "country"):
         out = out.withColumn(name, _clean_str(name))
     for name in ("event_type", "device", "channel", "category"):
         out = out.withColumn(name, F.lower(_clean_str(name)))
     return (out.withColumn("event_id", canonical_uuid(F.col("event_id")))
-            .withColumn("country", F.upper(F.col("country"))))
+            .withColumn("country", F.upper(F.col("country")))
+            .withColumn("device_sent", F.col("device")).withColumn("channel_sent", F.col("channel"))
+            .withColumn("device", _named("device", schemas.DEVICES, vocabulary.device_map))
+            .withColumn("channel", _named("channel", schemas.CHANNELS, vocabulary.channel_map)))
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -297,12 +357,9 @@ def click_rules() -> list[tuple[str, Column]]:
     product_event = F.col("event_type").isin(list(schemas.PRODUCT_CLICK_TYPES))
     return [
         ("event_time_out_of_range", F.col("out_of_range")),
-        ("required_field", F.col("session_id").isNull() | F.col("device").isNull()
-         | F.col("channel").isNull() | F.col("country").isNull()),
+        ("required_field", F.col("session_id").isNull() | F.col("country").isNull()),
         ("event_id_not_uuid7", ~F.col("event_id").rlike(UUID7_RE)),
         ("product_required", product_event & (F.col("product_id").isNull() | F.col("category").isNull())),
-        ("invalid_device", ~F.col("device").isin(list(schemas.DEVICES))),
-        ("invalid_channel", ~F.col("channel").isin(list(schemas.CHANNELS))),
         ("invalid_country", ~F.col("country").rlike(COUNTRY_RE)),
     ]
 
