@@ -51,8 +51,9 @@ _DROP = object()
 CASES = [
     ("valid click", "clicks", CLICK, "clicks", None, None),
     ("valid order", "orders", ORDER, "orders", None, None),
-    # device and channel are attributes, not keys (silver names them `unknown`)
-    ("click without device or channel", "clicks", _with(CLICK, device=_DROP, channel=None), "clicks", None, None),
+    # a click's device, channel and country are attributes, not keys (silver names them)
+    ("click without device, channel or country", "clicks", _with(CLICK, device=_DROP, channel=None, country=_DROP),
+     "clicks", None, None),
     ("not utf8", "clicks", b'{"event_type":"page_view","x":"\xff\xfe"}', "quarantine", "not_utf8", None),
     ("not json", "orders", b'{"event_id": "abc", "event_', "quarantine", "not_json", None),
     ("json array", "orders", b"[1, 2]", "quarantine", "not_json", None),

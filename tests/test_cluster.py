@@ -82,7 +82,7 @@ def _feed():
             if i % 2:
                 f.add(order("order_paid", f"o{i}", f"2026-11-0{day} 12:{i:02d}", session_id=sid,
                             currency="EUR", country="DE"))
-    f.add(click("page_view", "bad", "2026-11-01 09:00", country="USA"))   # one reject (invalid_country)
+    f.add(click("product_view", "bad", "2026-11-01 09:00", product_id=" "))   # one reject (product_required)
     return f
 
 

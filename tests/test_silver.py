@@ -76,7 +76,7 @@ def test_each_click_rule_rejects_with_its_name(spark, store, fx):
     cases = {
         "product_required": click("product_view", "s4", "2026-11-01 10:03", product_id=" "),
         "required_field": click("page_view", "", "2026-11-01 10:04"),
-        "invalid_country": click("page_view", "s5", "2026-11-01 10:05", country="USA"),
+        "event_id_not_uuid7": click("page_view", "s5", "2026-11-01 10:05", event_id="019a3e2c-0000-4000-8000-000000000001"),
     }
     for e in cases.values():
         f.add(e)
@@ -87,34 +87,35 @@ def test_each_click_rule_rejects_with_its_name(spark, store, fx):
     assert (row.event_id, row.device, row.channel) == (ok["event_id"], "mobile", "email")  # cleaned
 
 
-def test_a_device_or_channel_outside_the_vocabulary_is_named_not_rejected(spark, store, fx, caplog):
+def test_a_click_attribute_outside_the_vocabulary_is_named_not_rejected(spark, store, fx, caplog):
     """Another source's vocabulary (design §5): a known spelling maps onto the contract's name,
-    conf's map adds the source's own, anything else is `other`, nothing sent is `unknown`;
-    no click is rejected for it, and the run names the values it could not place."""
+    conf's map adds the source's own, anything else is `other`, nothing sent is `unknown` (a
+    country: `ZZ`); no click is rejected for it, and the run names the values it could not place."""
     f = Feed()
-    sent = {   # session -> (device sent, channel sent, device expected, channel expected)
-        "s1": (" Smartphone", "SEO", "mobile", "organic"),          # built-in spellings
-        "s2": ("fridge", "carrier_pigeon", "other", "other"),       # unknown values
-        "s3": (None, "", "unknown", "unknown"),                      # nothing sent
-        "s4": ("Tablet", " Partner-Site ", "tablet", "affiliate"),  # conf's map: a new name
-        "s5": ("desktop", "Newsletter", "desktop", "email"),
+    sent = {   # session -> (device, channel, country sent; device, channel, country expected)
+        "s1": (" Smartphone", "SEO", " de", "mobile", "organic", "DE"),      # built-in spellings
+        "s2": ("fridge", "carrier_pigeon", "USA", "other", "other", "ZZ"),   # unknown values
+        "s3": (None, "", None, "unknown", "unknown", "ZZ"),                  # nothing sent
+        "s4": ("Tablet", " Partner-Site ", "FR", "tablet", "affiliate", "FR"),  # conf's map: a new name
+        "s5": ("(not set)", "Newsletter", "ZZ", "unknown", "email", "ZZ"),
     }
-    for i, (sid, (device, channel, _, _)) in enumerate(sent.items()):
+    for i, (sid, (device, channel, country, *_)) in enumerate(sent.items()):
         e = click("page_view", sid, f"2026-11-01 10:0{i}", channel=channel)
-        if device is None:
-            del e["device"]
-        else:
-            e["device"] = device
+        for name, value in (("device", device), ("country", country)):
+            if value is None:
+                del e[name]
+            else:
+                e[name] = value
         f.add(e)
-    f.add(click("page_view", "s2", "2026-11-01 10:30", device="fridge", channel="carrier_pigeon"))
+    f.add(click("page_view", "s2", "2026-11-01 10:30", device="fridge", channel="carrier_pigeon", country="USA"))
     f.load(spark, store)
     settings = SilverSettings(late_days=2, vocabulary=Vocabulary.of({}, {"partner-site": "affiliate"}))
     with caplog.at_level(logging.INFO, logger="shopstream.pipeline"):
         silver_range(store, D1, D1, settings)
     assert store.read("silver_rejects").count() == 0
-    got = {r.session_id: (r.device, r.channel) for r in store.read("silver_clicks").collect()}
-    assert got == {sid: (d, c) for sid, (_, _, d, c) in sent.items()}
-    sessions = {r.session_id: (r.device, r.channel) for r in store.read("silver_sessions").collect()}
+    got = {r.session_id: (r.device, r.channel, r.country) for r in store.read("silver_clicks").collect()}
+    assert got == {sid: tuple(v[3:]) for sid, v in sent.items()}
+    sessions = {r.session_id: (r.device, r.channel, r.country) for r in store.read("silver_sessions").collect()}
     assert sessions == got
     audit = store.read("silver_audit").where(F.col("source") == "clicks").first()
     assert (audit.bronze_rows, audit.rejected, audit.written) == (6, 0, 6)
@@ -122,6 +123,8 @@ def test_a_device_or_channel_outside_the_vocabulary_is_named_not_rejected(spark,
     assert "2 click(s) with a device outside the vocabulary, kept as 'other' (sent: fridge)" in text
     assert "2 click(s) with a channel outside the vocabulary, kept as 'other' (sent: carrier_pigeon)" in text
     assert "1 click(s) without a device, kept as 'unknown'" in text
+    assert "2 click(s) with a country outside the vocabulary, kept as 'ZZ' (sent: USA)" in text
+    assert "1 click(s) without a country, kept as 'ZZ'" in text
 
 
 @pytest.mark.parametrize("device_map, channel_map", [({"x": "Organic"}, {}), ({}, {"": "organic"}),

@@ -42,8 +42,9 @@ _CORRUPT = "_corrupt_record"
 REQUIRED = {
     "orders": ("event_id", "event_type", "event_time", "schema_version", "order_id", "user_id",
                "currency", "total_amount", "country"),
-    # device and channel are attributes, not keys: silver names a missing one `unknown` (design §5)
-    "clicks": ("event_id", "event_type", "event_time", "schema_version", "session_id", "country"),
+    # device, channel and country are a click's attributes, not keys: silver names a missing one
+    # (`unknown`, `ZZ`; design §5)
+    "clicks": ("event_id", "event_type", "event_time", "schema_version", "session_id"),
 }
 EVENT_TYPES = {"orders": schemas.ORDER_EVENT_TYPES, "clicks": schemas.CLICK_EVENT_TYPES}
 PAYLOADS = {"orders": schemas.ORDER_PAYLOAD, "clicks": schemas.CLICK_PAYLOAD}

@@ -127,14 +127,14 @@ def _split(checked: DataFrame) -> tuple[DataFrame, DataFrame]:
     return events.where(F.size("failed_rules") == 0), rejected
 
 
-_NAMED = ("device", "channel")
-_SAMPLE = 5   # values sent, named in the run's report of a device/channel taken as `other`
+_SAMPLE = 5   # values sent, named in the run's report of a click attribute stored as `other`
 
 
 def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
-    """silver_audit rows (design §5); for clicks also, per device/channel, the clicks written
-    with `other` (<name>_other) and up to _SAMPLE of the values sent (<name>_other_sent), and
-    those written with `unknown` (<name>_unknown): the run's report, not stored."""
+    """silver_audit rows (design §5); for clicks also, per attribute (device, channel, country),
+    the clicks written with the attribute's `other` value for a value sent outside the vocabulary
+    (<name>_other, some of the values in <name>_other_sent) and those written without one
+    (<name>_unknown): the run's report (_report_names), not stored."""
     event, ingest = F.col("role") == "event", F.col("role") == "ingest"
     written = event & ~F.col("is_duplicate") & (F.size("failed_rules") == 0)
 
@@ -143,10 +143,12 @@ def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
 
     named = []
     if source == "clicks":
-        for c in _NAMED:
-            other = written & (F.col(c) == silver.OTHER) & F.col(f"{c}_sent").isNotNull()
-            named += [n(other).alias(f"{c}_other"), n(written & (F.col(c) == silver.UNKNOWN)).alias(f"{c}_unknown"),
-                      F.slice(F.array_sort(F.collect_set(F.when(other, F.col(f"{c}_sent")))), 1, _SAMPLE)
+        for c, (other_value, _) in silver.CLICK_ATTRIBUTES.items():
+            sent = F.col(f"{c}_sent")
+            other = written & (F.col(c) == other_value) & sent.isNotNull() & (sent != other_value)
+            named += [n(other).alias(f"{c}_other"), n(written & sent.isNull()).alias(f"{c}_unknown"),
+                      # one more than shown, so that the report can say there were more
+                      F.slice(F.array_sort(F.collect_set(F.when(other, sent))), 1, _SAMPLE + 1)
                       .alias(f"{c}_other_sent")]
     return checked.groupBy(F.col("silver_date").alias("event_date")).agg(
         F.lit(source).alias("source"),
@@ -163,20 +165,23 @@ def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
 
 
 def _report_names(audit: list, first: date, last: date) -> None:
-    """Log the clicks whose device/channel silver named `other` (with values sent) or `unknown`."""
+    """Log the clicks whose device/channel/country silver stored as `other` (with values sent) or
+    as not sent."""
     rows = [r for r in audit if r["source"] == "clicks"]
-    for c in _NAMED:
+    for c, (other_value, unknown_value) in silver.CLICK_ATTRIBUTES.items():
         other = sum(r[f"{c}_other"] for r in rows)
         unknown = sum(r[f"{c}_unknown"] for r in rows)
         if other:
             sent = sorted({v for r in rows for v in r[f"{c}_other_sent"]})
             more = ", ..." if len(sent) > _SAMPLE else ""
+            hint = ("a country is an ISO 3166-1 alpha-2 code" if c == "country"
+                    else f"name them with silver.{c}_map in conf")
             log.warning("silver dates=%s..%s: %d click(s) with a %s outside the vocabulary, kept as '%s' "
-                        "(sent: %s%s); name them with silver.%s_map in conf", first, last, other, c,
-                        silver.OTHER, ", ".join(sent[:_SAMPLE]), more, c)
+                        "(sent: %s%s); %s", first, last, other, c, other_value, ", ".join(sent[:_SAMPLE]),
+                        more, hint)
         if unknown:
             log.info("silver dates=%s..%s: %d click(s) without a %s, kept as '%s'", first, last, unknown, c,
-                     silver.UNKNOWN)
+                     unknown_value)
 
 
 def ensure_silver_tables(store: Store) -> None:

@@ -255,11 +255,15 @@ def clean_orders(df: DataFrame) -> DataFrame:
 
 OTHER = "other"       # a device/channel the vocabulary does not know (the value sent stays in bronze)
 UNKNOWN = "unknown"   # no device/channel sent
+NO_COUNTRY = "ZZ"     # a click's country missing or not ISO 3166-1 alpha-2 (ZZ: user-assigned, "unknown")
+# what a click's attribute becomes when sent outside the vocabulary / not sent (the run's report)
+CLICK_ATTRIBUTES = {"device": (OTHER, UNKNOWN), "channel": (OTHER, UNKNOWN), "country": (NO_COUNTRY, NO_COUNTRY)}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 # other sources' common spellings of the contract's values (device types, GA-style mediums);
 # silver.device_map / silver.channel_map in conf add to these and win
-DEFAULT_DEVICE_MAP = {"phone": "mobile", "smartphone": "mobile", "pc": "desktop", "computer": "desktop"}
-DEFAULT_CHANNEL_MAP = {"seo": "organic", "organic_search": "organic", "cpc": "paid_search", "ppc": "paid_search",
+_NOT_SET = {"unknown": UNKNOWN, "(not set)": UNKNOWN, "n/a": UNKNOWN}
+DEFAULT_DEVICE_MAP = {**_NOT_SET, "phone": "mobile", "smartphone": "mobile", "pc": "desktop", "computer": "desktop"}
+DEFAULT_CHANNEL_MAP = {**_NOT_SET, "seo": "organic", "organic_search": "organic", "cpc": "paid_search", "ppc": "paid_search",
                        "sem": "paid_search", "social_media": "social", "newsletter": "email", "e-mail": "email",
                        "(direct)": "direct", "(none)": "direct", "affiliate": "referral"}
 
@@ -304,8 +308,9 @@ def _named(name: str, contract: tuple[str, ...], mapping: tuple[tuple[str, str],
 
 
 def clean_clicks(df: DataFrame, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> DataFrame:
-    """Trimmed, ids canonical, enums lower-cased; device/channel named by the vocabulary (the
-    values sent kept as device_sent / channel_sent for the run's report)."""
+    """Trimmed, ids canonical, enums lower-cased; device/channel named by the vocabulary, a
+    country that is missing or not two letters `ZZ` (the values sent kept as <name>_sent for the
+    run's report). A click is an attribute-less fact about a session: none of these rejects it."""
     out = df
     for name in ("event_id", "session_id", "user_id", "product_id", "page_url", "country"):
         out = out.withColumn(name, _clean_str(name))
@@ -314,6 +319,9 @@ def clean_clicks(df: DataFrame, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> 
     return (out.withColumn("event_id", canonical_uuid(F.col("event_id")))
             .withColumn("country", F.upper(F.col("country")))
             .withColumn("device_sent", F.col("device")).withColumn("channel_sent", F.col("channel"))
+            .withColumn("country_sent", F.col("country"))
+            .withColumn("country", F.when(F.col("country").rlike(COUNTRY_RE), F.col("country"))
+                        .otherwise(F.lit(NO_COUNTRY)))
             .withColumn("device", _named("device", schemas.DEVICES, vocabulary.device_map))
             .withColumn("channel", _named("channel", schemas.CHANNELS, vocabulary.channel_map)))
 
@@ -357,10 +365,9 @@ def click_rules() -> list[tuple[str, Column]]:
     product_event = F.col("event_type").isin(list(schemas.PRODUCT_CLICK_TYPES))
     return [
         ("event_time_out_of_range", F.col("out_of_range")),
-        ("required_field", F.col("session_id").isNull() | F.col("country").isNull()),
+        ("required_field", F.col("session_id").isNull()),
         ("event_id_not_uuid7", ~F.col("event_id").rlike(UUID7_RE)),
         ("product_required", product_event & (F.col("product_id").isNull() | F.col("category").isNull())),
-        ("invalid_country", ~F.col("country").rlike(COUNTRY_RE)),
     ]
 
 
