@@ -89,11 +89,12 @@ class Feed:
 _RATES: dict = {}
 
 
-def load_fx(store, since: date = date(2026, 9, 1)) -> None:
-    """The packaged ECB rates from `since` into the store's ref_fx_rates (the fx_rates job's path)."""
+def load_fx(store, since: date = date(2026, 9, 1), until: date | None = None) -> None:
+    """The packaged ECB rates from `since` (to `until`) into the store's ref_fx_rates (the
+    fx_rates job's path)."""
     if since not in _RATES:
         _RATES[since] = fx.combine(fx.read_rates(fx.packaged_ecb_file(), since))
-    pipeline.load_fx_rates(store, _RATES[since])
+    pipeline.load_fx_rates(store, [r for r in _RATES[since] if until is None or r.rate_date <= until])
 
 
 def load_records(spark, store, records, batch_size: int = 50_000) -> None:

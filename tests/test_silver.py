@@ -55,7 +55,7 @@ def test_each_order_rule_rejects_with_its_name(spark, store, fx):
         "invalid_country": order("order_created", "o6", "2026-11-01 10:06", country="Germany"),
         "items_required": order("order_created", "o7", "2026-11-01 10:07", items=[]),
         "event_id_not_uuid7": order("order_paid", "o8", "2026-11-01 10:08", event_id="5b7a3f1e-0c1d-4e2f-8a9b-0c1d2e3f4a5b"),
-        "required_field": order("order_paid", "o9", "2026-11-01 10:09", user_id="   "),
+        "required_field": order("order_paid", "o9", "2026-11-01 10:09", currency="   "),
     }
     for e in cases.values():
         f.add(e)

@@ -4,6 +4,7 @@ store's own control flow and real Spark DataFrames; auth options; identifier saf
 import logging
 import re
 from datetime import date, datetime, timezone
+from decimal import Decimal
 
 import pytest
 
@@ -265,6 +266,35 @@ def test_silver_orders_upsert_is_bounded_to_its_id_dates_and_an_old_table_is_mig
     assert "\"ID_DATE\" IN ('2026-09-03'::DATE)" in merges[0] and "\"ID_DATE\" IS NULL" in merges[1]
     rows = {r.order_id: r.status for r in sf.read(spec.name).collect()}
     assert rows == {v7: "paid", "ORD-1": "paid"}                 # matched in place, no key twice
+
+
+@pytest.mark.connector
+@pytest.mark.spark35
+def test_a_table_from_before_guest_orders_drops_its_not_null_once(spark, sf):
+    """silver_order_events created when user_id was NOT NULL: the table check drops the
+    constraint (once), and a guest order's row (null user_id) then lands."""
+    from pyspark.sql import types as T
+
+    from shopstream.stores.base import TableSpec
+
+    spec = SILVER_TABLES["order_events"]
+    old = TableSpec(spec.name, T.StructType([T.StructField(f.name, f.dataType, f.nullable and f.name != "user_id")
+                                             for f in spec.schema.fields]), spec.partition_by, spec.key)
+    sf.run(q.create_table(sf.loc, old))
+    assert [str(r[0]).upper() for r in sf.run(q.strict_columns(sf.loc, spec.name, ["user_id"]))] == ["USER_ID"]
+    sf.ensure_table(spec)
+    assert sf.run(q.strict_columns(sf.loc, spec.name, ["user_id"])) == []
+    altered = [s for s in sf.sql_log if "DROP NOT NULL" in s]
+    assert len(altered) == 1
+    sf.ensure_table(spec)                                        # already relaxed: no ALTER
+    assert len([s for s in sf.sql_log if "DROP NOT NULL" in s]) == 1
+    at = datetime(2026, 11, 1, 10, 0)
+    row = dict.fromkeys(spec.schema.fieldNames())
+    row.update(event_id="e1", event_type="order_created", event_time=at, event_date=at.date(), order_id="o1",
+               currency="GBP", total_amount=Decimal("2.5500"), country="GB", ingestion_id="i1", kafka_timestamp=at)
+    sf.append(spec, spark.createDataFrame([tuple(row[n] for n in spec.schema.fieldNames())], spec.schema))
+    got = sf.read(spec.name).collect()
+    assert len(got) == 1 and got[0].user_id is None and got[0].order_id == "o1"
 
 
 @pytest.mark.connector

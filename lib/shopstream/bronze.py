@@ -40,7 +40,8 @@ DESTS = ("orders", "clicks", "quarantine")
 _CORRUPT = "_corrupt_record"
 
 REQUIRED = {
-    "orders": ("event_id", "event_type", "event_time", "schema_version", "order_id", "user_id",
+    # an order's user_id is optional: a guest checkout has none (design §2)
+    "orders": ("event_id", "event_type", "event_time", "schema_version", "order_id",
                "currency", "total_amount", "country"),
     # device, channel and country are a click's attributes, not keys: silver names a missing one
     # (`unknown`, `ZZ`; design §5)

@@ -22,7 +22,9 @@ from shopstream.stores.base import Store, TableSpec, literal_rows, partition_pre
 log = logging.getLogger("shopstream.pipeline")
 
 SILVER_TABLES = {
-    "order_events": TableSpec("silver_order_events", silver.SILVER_ORDER_EVENTS, "event_date", "event_id"),
+    # user_id NOT NULL until guest orders (2026-12-01)
+    "order_events": TableSpec("silver_order_events", silver.SILVER_ORDER_EVENTS, "event_date", "event_id",
+                              relaxed=("user_id",)),
     "clicks": TableSpec("silver_clicks", silver.SILVER_CLICKS, "event_date", "event_id"),
     "rejects": TableSpec("silver_rejects", silver.SILVER_REJECTS, "silver_date"),
     "sessions": TableSpec("silver_sessions", silver.SILVER_SESSIONS, "session_date", "session_id"),

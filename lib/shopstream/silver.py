@@ -38,7 +38,7 @@ SILVER_ORDER_EVENTS = T.StructType([
     T.StructField("event_time", T.TimestampType(), False),
     T.StructField("event_date", T.DateType(), False),
     T.StructField("order_id", T.StringType(), False),
-    T.StructField("user_id", T.StringType(), False),
+    T.StructField("user_id", T.StringType()),       # null: a guest checkout
     T.StructField("session_id", T.StringType()),
     T.StructField("currency", T.StringType(), False),
     T.StructField("items", T.ArrayType(schemas.ITEM)),
@@ -341,7 +341,7 @@ def order_rules(amount_ceiling_usd: str) -> list[tuple[str, Column]]:
     created = F.col("event_type") == "order_created"
     return [
         ("event_time_out_of_range", F.col("out_of_range")),
-        ("required_field", F.col("order_id").isNull() | F.col("user_id").isNull()
+        ("required_field", F.col("order_id").isNull()
          | F.col("currency").isNull() | F.col("country").isNull() | F.col("total_amount").isNull()),
         ("event_id_not_uuid7", ~F.col("event_id").rlike(UUID7_RE)),
         ("items_required", created & (F.size(items) == 0)),

@@ -46,6 +46,9 @@ class TableSpec:
     # inside the write, on the batch's critical path (Delta: auto compaction off), but by the
     # writer between batches (compact_small_files), one partition at a time
     compact_between_batches: bool = False
+    # columns an earlier version created NOT NULL and the spec allows null in now: ensure_table
+    # drops the constraint from a table created before (a metadata change, once)
+    relaxed: tuple[str, ...] = ()
 
     @property
     def key_columns(self) -> tuple[str, ...]:

@@ -108,6 +108,8 @@ class DeltaStore(Store):
                 self._migrate(spec)
             if spec.auto_compact or spec.compact_between_batches:
                 self._ensure_auto_compact(spec, spec.auto_compact)
+            if spec.relaxed:
+                self._relax(spec)
             return
         builder = (DeltaTable.createIfNotExists(self.spark).location(self.path(spec.name))
                    .addColumns(spec.schema))
@@ -126,6 +128,14 @@ class DeltaStore(Store):
             self._retrying(f"{spec.name} properties", lambda: self.spark.sql(
                 f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES "
                 f"('{_AUTO_COMPACT}' = '{'true' if on else 'false'}')"))
+
+    def _relax(self, spec: TableSpec) -> None:
+        """Drop NOT NULL from the spec's relaxed columns where a table from before has it."""
+        strict = [f.name for f in self.read(spec.name).schema.fields if f.name in spec.relaxed and not f.nullable]
+        for name in strict:
+            log.warning("%s: %s may be null from now on (dropping its NOT NULL, once)", spec.name, name)
+            self._retrying(f"{spec.name} {name} nullable", lambda name=name: self.spark.sql(
+                f"ALTER TABLE delta.`{self.path(spec.name)}` ALTER COLUMN {name} DROP NOT NULL"))
 
     def _migrate(self, spec: TableSpec) -> None:
         """A table written before the spec gained columns or its partitioning: rewritten once,

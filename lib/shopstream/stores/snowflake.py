@@ -260,6 +260,14 @@ class SnowflakeStore(Store):
             self._migrate(spec)
             return
         self.run(q.create_table(self.loc, spec))
+        if spec.relaxed:
+            self._relax(spec)
+
+    def _relax(self, spec: TableSpec) -> None:
+        """Drop NOT NULL from the spec's relaxed columns where a table from before has it."""
+        for row in self.run(q.strict_columns(self.loc, spec.name, spec.relaxed)):
+            log.warning("%s: %s may be null from now on (dropping its NOT NULL, once)", spec.name, row[0])
+            self.run(q.drop_not_null(self.loc, spec.name, str(row[0])))
 
     def _migrate(self, spec: TableSpec) -> None:
         """A table created before the spec gained columns: each missing column added, filled

@@ -245,6 +245,18 @@ def table_columns(loc: Location, table: str) -> str:
             f"WHERE TABLE_SCHEMA = '{loc.schema.upper()}' AND TABLE_NAME = '{ident(table)[1:-1]}'")
 
 
+def strict_columns(loc: Location, table: str, names) -> str:
+    """Which of `names` are NOT NULL in the table."""
+    listed = ", ".join(f"'{ident(n)[1:-1]}'" for n in names)
+    return (f"SELECT COLUMN_NAME FROM {ident(loc.database)}.INFORMATION_SCHEMA.COLUMNS "
+            f"WHERE TABLE_SCHEMA = '{loc.schema.upper()}' AND TABLE_NAME = '{ident(table)[1:-1]}' "
+            f"AND COLUMN_NAME IN ({listed}) AND IS_NULLABLE = 'NO'")
+
+
+def drop_not_null(loc: Location, table: str, column: str) -> str:
+    return f"ALTER TABLE {loc.table(table)} ALTER COLUMN {ident(column)} DROP NOT NULL"
+
+
 def upsert(loc: Location, spec: TableSpec, staging: str, update_set: dict[str, str], partitions=None) -> str:
     on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in spec.key_columns)
     if spec.partition_by and partitions is not None:
