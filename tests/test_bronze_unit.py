@@ -54,6 +54,8 @@ CASES = [
     # a click's device, channel and country are attributes, not keys (silver names them)
     ("click without device, channel or country", "clicks", _with(CLICK, device=_DROP, channel=None, country=_DROP),
      "clicks", None, None),
+    # an order's country is named by silver (a name or nothing: ZZ), an order's user by its guest
+    ("order without country or user", "orders", _with(ORDER, country=_DROP, user_id=None), "orders", None, None),
     ("not utf8", "clicks", b'{"event_type":"page_view","x":"\xff\xfe"}', "quarantine", "not_utf8", None),
     ("not json", "orders", b'{"event_id": "abc", "event_', "quarantine", "not_json", None),
     ("json array", "orders", b"[1, 2]", "quarantine", "not_json", None),

@@ -124,7 +124,10 @@ def test_guest_orders_of_a_2010_gbp_shop_count_and_a_table_from_before_takes_the
     """A public order history (a UK gift shop, 2010, GBP) has a quarter of its invoices without a
     customer: guest checkouts. They were quarantined (user_id required); their revenue is the
     shop's. The silver_order_events table of an earlier version (user_id NOT NULL) takes them
-    after the job's table check. Expected GMV from the input in plain Python."""
+    after the job's table check. Its countries are names, as that history writes them ("United
+    Kingdom", "EIRE", "RSA", "Unspecified"): they were rejected (invalid_country); each is its
+    ISO code (written here by hand), one nobody can place is ZZ. Expected GMV per day and country
+    from the input in plain Python."""
     from pyspark.sql import types as T
     from shopstream.pipeline import SILVER_TABLES
     from shopstream.stores.base import TableSpec
@@ -140,25 +143,33 @@ def test_guest_orders_of_a_2010_gbp_shop_count_and_a_table_from_before_takes_the
     assert store.read(spec.name).schema["user_id"].nullable
     load_fx(store, since=date(2010, 11, 1), until=date(2010, 12, 31))
     first, last = date(2010, 12, 1), date(2010, 12, 3)
-    f, expected = Feed(), {}
+    f, expected, by_country = Feed(), {}, {}
+    countries = [("United Kingdom", "GB"), ("EIRE", "IE"), ("France", "FR"), ("RSA", "ZA"),
+                 ("Unspecified", "ZZ"), ("USA", "US"), ("Channel Islands", "ZZ")]
     for n in range(24):
         day = first + timedelta(days=n % 3)
         price, qty = Decimal("2.55") + n, 1 + n % 4
+        sent, code = countries[n % len(countries)]
         e = order("order_created", f"inv{536365 + n}", f"{day} 0{8 + n % 2}:{n:02d}", currency="GBP",
-                  country="GB", session_id=None, total_amount=str(price * qty),
+                  country=sent, session_id=None, total_amount=str(price * qty),
                   items=[{"product_id": "85123A", "category": "home", "quantity": qty, "unit_price": str(price)}])
         if n % 4 == 0:
             del e["user_id"]                                    # a guest: no customer id at all
         elif n % 4 == 1:
             e["user_id"] = None                                 # or an explicit null
         f.add(e)
-        expected[day] = expected.get(day, Decimal(0)) + price * qty * ecb_usd_per_unit("GBP", day)
+        usd = price * qty * ecb_usd_per_unit("GBP", day)
+        expected[day] = expected.get(day, Decimal(0)) + usd
+        by_country[(day, code)] = by_country.get((day, code), Decimal(0)) + usd
     f.load(spark, store)
     _run(store, first, last)
     assert store.read("bronze_quarantine").count() == 0 and store.read("silver_rejects").count() == 0
     assert store.read("silver_orders").where(F.col("user_id").isNull()).count() == 12
     got = _sales(store)
     assert {d: got[d].gmv for d in got} == expected
+    got_by_country = {(r.sales_date, r.country): r.gmv for r in store.read("gold_daily_sales")
+                      .groupBy("sales_date", "country").agg(F.sum("gmv_usd").alias("gmv")).collect()}
+    assert got_by_country == by_country
 
 
 def test_a_2017_month_of_brl_orders_with_cancellations(spark, store):

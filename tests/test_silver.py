@@ -52,7 +52,6 @@ def test_each_order_rule_rejects_with_its_name(spark, store, fx):
         "unsupported_currency": order("order_created", "o4", "2026-11-01 10:04", currency="XYZ"),
         "amount_over_ceiling": order("order_created", "o5", "2026-11-01 10:05", total_amount=20000.0,
                                      items=[{"product_id": "p", "category": "c", "quantity": 2, "unit_price": 10000.0}]),
-        "invalid_country": order("order_created", "o6", "2026-11-01 10:06", country="Germany"),
         "items_required": order("order_created", "o7", "2026-11-01 10:07", items=[]),
         "event_id_not_uuid7": order("order_paid", "o8", "2026-11-01 10:08", event_id="5b7a3f1e-0c1d-4e2f-8a9b-0c1d2e3f4a5b"),
         "required_field": order("order_paid", "o9", "2026-11-01 10:09", currency="   "),
@@ -94,10 +93,12 @@ def test_a_click_attribute_outside_the_vocabulary_is_named_not_rejected(spark, s
     f = Feed()
     sent = {   # session -> (device, channel, country sent; device, channel, country expected)
         "s1": (" Smartphone", "SEO", " de", "mobile", "organic", "DE"),      # built-in spellings
-        "s2": ("fridge", "carrier_pigeon", "USA", "other", "other", "ZZ"),   # unknown values
+        "s2": ("fridge", "carrier_pigeon", "Atlantis", "other", "other", "ZZ"),   # unknown values
         "s3": (None, "", None, "unknown", "unknown", "ZZ"),                  # nothing sent
         "s4": ("Tablet", " Partner-Site ", "FR", "tablet", "affiliate", "FR"),  # conf's map: a new name
         "s5": ("(not set)", "Newsletter", "ZZ", "unknown", "email", "ZZ"),
+        "s6": ("Desktop", "direct", " united  KINGDOM", "desktop", "direct", "GB"),   # a country's name
+        "s7": ("PC", "direct", "usa", "desktop", "direct", "US"),                   # alpha-3
     }
     for i, (sid, (device, channel, country, *_)) in enumerate(sent.items()):
         e = click("page_view", sid, f"2026-11-01 10:0{i}", channel=channel)
@@ -107,7 +108,7 @@ def test_a_click_attribute_outside_the_vocabulary_is_named_not_rejected(spark, s
             else:
                 e[name] = value
         f.add(e)
-    f.add(click("page_view", "s2", "2026-11-01 10:30", device="fridge", channel="carrier_pigeon", country="USA"))
+    f.add(click("page_view", "s2", "2026-11-01 10:30", device="fridge", channel="carrier_pigeon", country="Atlantis"))
     f.load(spark, store)
     settings = SilverSettings(late_days=2, vocabulary=Vocabulary.of({}, {"partner-site": "affiliate"}))
     with caplog.at_level(logging.INFO, logger="shopstream.pipeline"):
@@ -118,20 +119,73 @@ def test_a_click_attribute_outside_the_vocabulary_is_named_not_rejected(spark, s
     sessions = {r.session_id: (r.device, r.channel, r.country) for r in store.read("silver_sessions").collect()}
     assert sessions == got
     audit = store.read("silver_audit").where(F.col("source") == "clicks").first()
-    assert (audit.bronze_rows, audit.rejected, audit.written) == (6, 0, 6)
+    assert (audit.bronze_rows, audit.rejected, audit.written) == (8, 0, 8)
     text = caplog.text
     assert "2 click(s) with a device outside the vocabulary, kept as 'other' (sent: fridge)" in text
     assert "2 click(s) with a channel outside the vocabulary, kept as 'other' (sent: carrier_pigeon)" in text
     assert "1 click(s) without a device, kept as 'unknown'" in text
-    assert "2 click(s) with a country outside the vocabulary, kept as 'ZZ' (sent: USA)" in text
+    assert "2 click(s) with a country outside the vocabulary, kept as 'ZZ' (sent: ATLANTIS)" in text
     assert "1 click(s) without a country, kept as 'ZZ'" in text
 
 
-@pytest.mark.parametrize("device_map, channel_map", [({"x": "Organic"}, {}), ({}, {"": "organic"}),
-                                                     ({}, {"seo": "paid search"})])
-def test_a_vocabulary_map_with_a_bad_entry_is_refused(device_map, channel_map):
-    with pytest.raises(ValueError, match="silver.(device|channel)_map"):
-        Vocabulary.of(device_map, channel_map)
+@pytest.mark.parametrize("device_map, channel_map, country_map", [
+    ({"x": "Organic"}, {}, {}), ({}, {"": "organic"}, {}), ({}, {"seo": "paid search"}, {}),
+    ({}, {}, {"Channel Islands": "JEY"}), ({}, {}, {"Nowhere": 1}), ({}, {}, ["GB"])])
+def test_a_vocabulary_map_with_a_bad_entry_is_refused(device_map, channel_map, country_map):
+    with pytest.raises(ValueError, match="silver.(device|channel|country)_map"):
+        Vocabulary.of(device_map, channel_map, country_map)
+
+
+def test_an_order_country_sent_as_a_name_is_its_code_and_no_order_is_rejected_for_it(spark, store, fx, caplog):
+    """An order history that names its countries (as the UCI Online Retail one does: "United
+    Kingdom", "EIRE", "RSA", "Channel Islands", "Unspecified") keeps every order (design §5): a
+    name, alpha-3 code or common alias is its ISO alpha-2 code, conf's country_map adds the
+    source's own, anything else and nothing sent is ZZ, and the run names what it could not place.
+    The expected codes are written by hand from ISO 3166-1."""
+    expected = {   # country sent -> code
+        "United Kingdom": "GB", "EIRE": "IE", "RSA": "ZA", " germany ": "DE", "USA": "US", "UK": "GB",
+        "Côte d’Ivoire": "CI", "Cote d'Ivoire": "CI", "Czech Republic": "CZ", "Hong Kong": "HK",
+        "Korea": "KR", "fra": "FR", "nl": "NL", "ZZ": "ZZ",
+        "Channel Islands": "JE",            # conf's map (the source's own name)
+        "European Community": "ZZ", "Unspecified": "ZZ", None: "ZZ",
+    }
+    f = Feed()
+    for i, sent in enumerate(expected):
+        e = order("order_created", f"o{i}", f"2026-11-01 10:{i:02d}")
+        if sent is None:
+            del e["country"]
+        else:
+            e["country"] = sent
+        f.add(e)
+    f.load(spark, store)
+    settings = SilverSettings(late_days=2, vocabulary=Vocabulary.of(country_map={" channel  islands": "je"}))
+    with caplog.at_level(logging.INFO, logger="shopstream.pipeline"):
+        silver_range(store, D1, D1, settings)
+    assert store.read("silver_rejects").count() == 0
+    got = {r.order_id: r.country for r in store.read("silver_orders").collect()}
+    assert got == {oid(f"o{i}"): code for i, code in enumerate(expected.values())}
+    events = {r.order_id: r.country for r in store.read("silver_order_events").collect()}
+    assert events == got
+    text = caplog.text
+    assert "2 order(s) with a country outside the vocabulary, kept as 'ZZ' (sent: EUROPEAN COMMUNITY, " \
+           "UNSPECIFIED); name them with silver.country_map in conf" in text
+    assert "1 order(s) without a country, kept as 'ZZ'" in text
+
+
+def test_the_country_table_is_the_iso_list_of_the_jvm_spark_runs_on(spark):
+    """shopstream.countries was written from the JDK's ISO 3166 list: every code of the JVM maps
+    to itself, every alpha-3 and English name of the JVM names it (or a deliberate alias wins)."""
+    from shopstream import countries
+    jvm = spark.sparkContext._jvm
+    Locale = jvm.java.util.Locale
+    names = countries.names()
+    table = {a2: (a3, name) for a2, a3, name in countries.ISO_3166}
+    assert set(table) == set(Locale.getISOCountries())
+    for code in Locale.getISOCountries():
+        loc = Locale("", code)
+        assert table[code] == (loc.getISO3Country(), loc.getDisplayCountry(Locale.ENGLISH))
+        assert names[countries.normal(loc.getISO3Country())] == code
+        assert names[countries.normal(loc.getDisplayCountry(Locale.ENGLISH))] == code
 
 
 def test_duplicates_first_ingested_wins_and_are_counted(spark, store, fx):

@@ -40,9 +40,10 @@ DESTS = ("orders", "clicks", "quarantine")
 _CORRUPT = "_corrupt_record"
 
 REQUIRED = {
-    # an order's user_id is optional: a guest checkout has none (design §2)
+    # an order's user_id is optional: a guest checkout has none; a missing country is ZZ in
+    # silver (design §2, §5)
     "orders": ("event_id", "event_type", "event_time", "schema_version", "order_id",
-               "currency", "total_amount", "country"),
+               "currency", "total_amount"),
     # device, channel and country are a click's attributes, not keys: silver names a missing one
     # (`unknown`, `ZZ`; design §5)
     "clicks": ("event_id", "event_type", "event_time", "schema_version", "session_id"),

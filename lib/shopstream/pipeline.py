@@ -53,7 +53,7 @@ class SilverSettings:
     default_late_days: int | None = None     # silver.late_days in conf; None: late_days
     max_event_age_days: int = 30
     fx_max_staleness_days: int = 7
-    # device/channel names (silver.device_map / silver.channel_map on top of the defaults)
+    # device/channel/country names (silver.device_map / channel_map / country_map on top of the defaults)
     vocabulary: silver.Vocabulary = field(default=silver.DEFAULT_VOCABULARY)
 
     def __post_init__(self) -> None:
@@ -74,7 +74,8 @@ class SilverSettings:
                    max_event_age_days=int(conf.get("silver.max_event_age_days")),
                    fx_max_staleness_days=int(conf.get("silver.fx_max_staleness_days")),
                    vocabulary=silver.Vocabulary.of(conf.get("silver.device_map", {}),
-                                                   conf.get("silver.channel_map", {})))
+                                                   conf.get("silver.channel_map", {}),
+                                                   conf.get("silver.country_map", {})))
 
 
 def load_fx_rates(store: Store, rates: list) -> int:
@@ -129,14 +130,15 @@ def _split(checked: DataFrame) -> tuple[DataFrame, DataFrame]:
     return events.where(F.size("failed_rules") == 0), rejected
 
 
-_SAMPLE = 5   # values sent, named in the run's report of a click attribute stored as `other`
+_SAMPLE = 5   # values sent, named in the run's report of an attribute stored as `other` / ZZ
+_ATTRIBUTES = {"clicks": silver.CLICK_ATTRIBUTES, "orders": silver.ORDER_ATTRIBUTES}
 
 
 def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
-    """silver_audit rows (design §5); for clicks also, per attribute (device, channel, country),
-    the clicks written with the attribute's `other` value for a value sent outside the vocabulary
-    (<name>_other, some of the values in <name>_other_sent) and those written without one
-    (<name>_unknown): the run's report (_report_names), not stored."""
+    """silver_audit rows (design §5); also, per attribute (clicks: device, channel, country;
+    orders: country), the rows written with the attribute's `other` value for a value sent
+    outside the vocabulary (<name>_other, some of the values in <name>_other_sent) and those
+    written without one (<name>_unknown): the run's report (_report_names), not stored."""
     event, ingest = F.col("role") == "event", F.col("role") == "ingest"
     written = event & ~F.col("is_duplicate") & (F.size("failed_rules") == 0)
 
@@ -144,14 +146,13 @@ def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
         return F.count(F.when(cond, 1)).cast("long")
 
     named = []
-    if source == "clicks":
-        for c, (other_value, _) in silver.CLICK_ATTRIBUTES.items():
-            sent = F.col(f"{c}_sent")
-            other = written & (F.col(c) == other_value) & sent.isNotNull() & (sent != other_value)
-            named += [n(other).alias(f"{c}_other"), n(written & sent.isNull()).alias(f"{c}_unknown"),
-                      # one more than shown, so that the report can say there were more
-                      F.slice(F.array_sort(F.collect_set(F.when(other, sent))), 1, _SAMPLE + 1)
-                      .alias(f"{c}_other_sent")]
+    for c, (other_value, _) in _ATTRIBUTES[source].items():
+        sent = F.col(f"{c}_sent")
+        other = written & (F.col(c) == other_value) & sent.isNotNull() & (sent != other_value)
+        named += [n(other).alias(f"{c}_other"), n(written & sent.isNull()).alias(f"{c}_unknown"),
+                  # one more than shown, so that the report can say there were more
+                  F.slice(F.array_sort(F.collect_set(F.when(other, sent))), 1, _SAMPLE + 1)
+                  .alias(f"{c}_other_sent")]
     return checked.groupBy(F.col("silver_date").alias("event_date")).agg(
         F.lit(source).alias("source"),
         n(event).alias("bronze_rows"),
@@ -167,23 +168,25 @@ def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
 
 
 def _report_names(audit: list, first: date, last: date) -> None:
-    """Log the clicks whose device/channel/country silver stored as `other` (with values sent) or
-    as not sent."""
-    rows = [r for r in audit if r["source"] == "clicks"]
-    for c, (other_value, unknown_value) in silver.CLICK_ATTRIBUTES.items():
-        other = sum(r[f"{c}_other"] for r in rows)
-        unknown = sum(r[f"{c}_unknown"] for r in rows)
-        if other:
-            sent = sorted({v for r in rows for v in r[f"{c}_other_sent"]})
-            more = ", ..." if len(sent) > _SAMPLE else ""
-            hint = ("a country is an ISO 3166-1 alpha-2 code" if c == "country"
-                    else f"name them with silver.{c}_map in conf")
-            log.warning("silver dates=%s..%s: %d click(s) with a %s outside the vocabulary, kept as '%s' "
-                        "(sent: %s%s); %s", first, last, other, c, other_value, ", ".join(sent[:_SAMPLE]),
-                        more, hint)
-        if unknown:
-            log.info("silver dates=%s..%s: %d click(s) without a %s, kept as '%s'", first, last, unknown, c,
-                     unknown_value)
+    """Log the clicks and orders whose device/channel/country silver stored as `other` / ZZ
+    (with values sent) or as not sent."""
+    for source, attributes in _ATTRIBUTES.items():
+        rows = [r for r in audit if r["source"] == source]
+        what = source[:-1]
+        for c, (other_value, unknown_value) in attributes.items():
+            other = sum(r[f"{c}_other"] for r in rows)
+            unknown = sum(r[f"{c}_unknown"] for r in rows)
+            if other:
+                sent = sorted({v for r in rows for v in r[f"{c}_other_sent"]})
+                more = ", ..." if len(sent) > _SAMPLE else ""
+                hint = ('name them with silver.country_map in conf ("Name" = "GB")' if c == "country"
+                        else f"name them with silver.{c}_map in conf")
+                log.warning("silver dates=%s..%s: %d %s(s) with a %s outside the vocabulary, kept as '%s' "
+                            "(sent: %s%s); %s", first, last, other, what, c, other_value,
+                            ", ".join(sent[:_SAMPLE]), more, hint)
+            if unknown:
+                log.info("silver dates=%s..%s: %d %s(s) without a %s, kept as '%s'", first, last, unknown, what,
+                         c, unknown_value)
 
 
 def ensure_silver_tables(store: Store) -> None:
@@ -201,7 +204,8 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
     """
     t0 = time.monotonic()
     cal = silver.fx_calendar(store.read("ref_fx_rates"), first, last, settings.fx_max_staleness_days)
-    orders = _checked(_owned_rows(store, "bronze_orders", first, last, settings), silver.clean_orders,
+    orders = _checked(_owned_rows(store, "bronze_orders", first, last, settings),
+                      lambda df: silver.clean_orders(df, settings.vocabulary),
                       lambda df: silver.with_usd(df, cal), silver.order_rules(settings.amount_ceiling_usd)).persist()
     clicks = _checked(_owned_rows(store, "bronze_clicks", first, last, settings),
                       lambda df: silver.clean_clicks(df, settings.vocabulary), lambda df: df,

@@ -18,6 +18,7 @@ Also: per-order partial state for the silver_orders upsert, and per-session aggr
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F, types as T
 
-from shopstream import schemas
+from shopstream import countries, schemas
 from shopstream.currencies import BASE, MINOR_UNITS
 
 UUID7_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
@@ -224,9 +225,10 @@ def _money(c: Column) -> Column:
     return F.when(F.abs(c) < limit, c.cast(schemas.MONEY))
 
 
-def clean_orders(df: DataFrame) -> DataFrame:
-    """Trim strings (blank -> null), lower-case event_type, upper-case currency and country,
-    canonical event_id / order_id. Amounts: `amount_decimals_ok` is false when an amount has
+def clean_orders(df: DataFrame, vocabulary: Vocabulary | None = None) -> DataFrame:
+    """Trim strings (blank -> null), lower-case event_type, upper-case currency, country named
+    by the vocabulary (ISO alpha-2, ZZ when missing or not placed; the value sent kept as
+    country_sent), canonical event_id / order_id. Amounts: `amount_decimals_ok` is false when an amount has
     more decimals than its currency's ISO 4217 minor units; then they become silver money
     (decimal(18,4)), null when they do not fit."""
     out = df
@@ -241,6 +243,8 @@ def clean_orders(df: DataFrame) -> DataFrame:
             .withColumn("order_id", canonical_uuid(F.col("order_id")))
             .withColumn("currency", F.upper(F.col("currency")))
             .withColumn("country", F.upper(F.col("country")))
+            .withColumn("country_sent", F.col("country"))
+            .withColumn("country", _country("country", vocabulary or DEFAULT_VOCABULARY))
             .withColumn("amount_decimals_ok", ~excess)
             .withColumn("amount_fits", F.col("total_amount").isNull()
                         | _money(F.col("total_amount")).isNotNull())
@@ -255,9 +259,11 @@ def clean_orders(df: DataFrame) -> DataFrame:
 
 OTHER = "other"       # a device/channel the vocabulary does not know (the value sent stays in bronze)
 UNKNOWN = "unknown"   # no device/channel sent
-NO_COUNTRY = "ZZ"     # a click's country missing or not ISO 3166-1 alpha-2 (ZZ: user-assigned, "unknown")
-# what a click's attribute becomes when sent outside the vocabulary / not sent (the run's report)
+NO_COUNTRY = "ZZ"     # a country missing or not placed (ZZ: ISO 3166's user-assigned code, "unknown")
+# what an attribute becomes when sent outside the vocabulary / not sent (the run's report)
 CLICK_ATTRIBUTES = {"device": (OTHER, UNKNOWN), "channel": (OTHER, UNKNOWN), "country": (NO_COUNTRY, NO_COUNTRY)}
+ORDER_ATTRIBUTES = {"country": (NO_COUNTRY, NO_COUNTRY)}
+_CODE_RE = re.compile(r"^[A-Z]{2}$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 # other sources' common spellings of the contract's values (device types, GA-style mediums);
 # silver.device_map / silver.channel_map in conf add to these and win
@@ -270,30 +276,39 @@ DEFAULT_CHANNEL_MAP = {**_NOT_SET, "seo": "organic", "organic_search": "organic"
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """The device and channel names silver stores (design §5): a sent value (trimmed, lower-cased)
-    mapped by the source's map, else a contract value as is, else `other`; nothing sent is
-    `unknown`. A click is never rejected for its device or channel."""
-    device_map: tuple[tuple[str, str], ...] = tuple(DEFAULT_DEVICE_MAP.items())
-    channel_map: tuple[tuple[str, str], ...] = tuple(DEFAULT_CHANNEL_MAP.items())
+    """The device, channel and country names silver stores (design §5). Device and channel: a
+    sent value (trimmed, lower-cased) mapped by the source's map, else a contract value as is,
+    else `other`; nothing sent is `unknown`. Country: a name, alpha-3 code or alias
+    (shopstream.countries, then country_map) as its ISO 3166-1 alpha-2 code, else two letters
+    as sent, else `ZZ`; nothing sent is `ZZ`. No click or order is rejected for these."""
+    device_map: tuple[tuple[str, str], ...] = tuple(sorted(DEFAULT_DEVICE_MAP.items()))
+    channel_map: tuple[tuple[str, str], ...] = tuple(sorted(DEFAULT_CHANNEL_MAP.items()))
+    country_map: tuple[tuple[str, str], ...] = ()   # the source's own names (conf), on top of the built-in ones
 
     @classmethod
-    def of(cls, device_map: Mapping[str, str] | None = None,
-           channel_map: Mapping[str, str] | None = None) -> "Vocabulary":
-        """The defaults plus these maps (which win); keys match trimmed and case-insensitively,
-        and a target must be a lower-case name ([a-z0-9_], e.g. "organic" or a new "affiliate")."""
+    def of(cls, device_map: Mapping[str, str] | None = None, channel_map: Mapping[str, str] | None = None,
+           country_map: Mapping[str, str] | None = None) -> "Vocabulary":
+        """The defaults plus these maps (which win); keys match trimmed and case-insensitively.
+        A device/channel target is a lower-case name ([a-z0-9_], e.g. "organic" or a new
+        "affiliate"); a country target an ISO 3166-1 alpha-2 code ("GB"; "ZZ": unknown)."""
         def merged(default: dict[str, str], extra: Mapping[str, str] | None, what: str) -> tuple:
             out = dict(default)
             if extra is not None and not isinstance(extra, Mapping):
                 raise ValueError(f"silver.{what}_map must be a table of name = name, not {type(extra).__name__}")
             for key, target in (extra or {}).items():
-                if not isinstance(key, str) or not key.strip() or not isinstance(target, str) \
-                        or not _NAME_RE.match(target):
+                if what == "country":
+                    target = target.strip().upper() if isinstance(target, str) else target
+                    ok, form = isinstance(target, str) and _CODE_RE.match(target), "a two-letter country code"
+                else:
+                    ok, form = isinstance(target, str) and _NAME_RE.match(target), "a lower-case name ([a-z0-9_])"
+                if not isinstance(key, str) or not key.strip() or not ok:
                     raise ValueError(f"silver.{what}_map: {key!r} = {target!r}: the key must be a non-empty "
-                                     "string and the target a lower-case name ([a-z0-9_])")
-                out[key.strip().lower()] = target
+                                     f"string and the target {form}")
+                out[countries.normal(key) if what == "country" else key.strip().lower()] = target
             return tuple(sorted(out.items()))
         return cls(merged(DEFAULT_DEVICE_MAP, device_map, "device"),
-                   merged(DEFAULT_CHANNEL_MAP, channel_map, "channel"))
+                   merged(DEFAULT_CHANNEL_MAP, channel_map, "channel"),
+                   merged({}, country_map, "country"))
 
 
 DEFAULT_VOCABULARY = Vocabulary()
@@ -307,10 +322,26 @@ def _named(name: str, contract: tuple[str, ...], mapping: tuple[tuple[str, str],
     return out.when(c.isin(list(contract)), c).otherwise(F.lit(OTHER))
 
 
+def _country(name: str, vocabulary: Vocabulary) -> Column:
+    """An ISO 3166-1 alpha-2 code for the value sent (trimmed, upper-cased; null when blank): a
+    name, alpha-3 code or alias known to shopstream.countries or the vocabulary's country_map
+    (which wins), else two letters as sent, else ZZ (design §5)."""
+    c = F.col(name)
+    mapping = {**countries.names(), **dict(vocabulary.country_map)}
+    # one literal (folded by the optimizer); looked up only for values that are not two letters,
+    # or two letters that a map names (UK, EL), so the common case costs one regex
+    known = F.from_json(F.lit(json.dumps(mapping, sort_keys=True)), "map<string,string>")
+    two_letter_keys = sorted(k.upper() for k in mapping if _CODE_RE.match(k.upper()))
+    placed = known[F.lower(F.regexp_replace(c, r"\s+", " "))]
+    return (F.when(c.isNull(), F.lit(NO_COUNTRY))
+            .when(c.rlike(COUNTRY_RE) & ~c.isin(two_letter_keys), c)
+            .otherwise(F.coalesce(placed, F.lit(NO_COUNTRY))))
+
+
 def clean_clicks(df: DataFrame, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> DataFrame:
-    """Trimmed, ids canonical, enums lower-cased; device/channel named by the vocabulary, a
-    country that is missing or not two letters `ZZ` (the values sent kept as <name>_sent for the
-    run's report). A click is an attribute-less fact about a session: none of these rejects it."""
+    """Trimmed, ids canonical, enums lower-cased; device/channel/country named by the vocabulary
+    (the values sent kept as <name>_sent for the run's report). A click is an attribute-less fact
+    about a session: none of these rejects it."""
     out = df
     for name in ("event_id", "session_id", "user_id", "product_id", "page_url", "country"):
         out = out.withColumn(name, _clean_str(name))
@@ -320,8 +351,7 @@ def clean_clicks(df: DataFrame, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> 
             .withColumn("country", F.upper(F.col("country")))
             .withColumn("device_sent", F.col("device")).withColumn("channel_sent", F.col("channel"))
             .withColumn("country_sent", F.col("country"))
-            .withColumn("country", F.when(F.col("country").rlike(COUNTRY_RE), F.col("country"))
-                        .otherwise(F.lit(NO_COUNTRY)))
+            .withColumn("country", _country("country", vocabulary))
             .withColumn("device", _named("device", schemas.DEVICES, vocabulary.device_map))
             .withColumn("channel", _named("channel", schemas.CHANNELS, vocabulary.channel_map)))
 
@@ -342,7 +372,7 @@ def order_rules(amount_ceiling_usd: str) -> list[tuple[str, Column]]:
     return [
         ("event_time_out_of_range", F.col("out_of_range")),
         ("required_field", F.col("order_id").isNull()
-         | F.col("currency").isNull() | F.col("country").isNull() | F.col("total_amount").isNull()),
+         | F.col("currency").isNull() | F.col("total_amount").isNull()),
         ("event_id_not_uuid7", ~F.col("event_id").rlike(UUID7_RE)),
         ("items_required", created & (F.size(items) == 0)),
         ("item_field_missing", F.exists(items, lambda i: i["product_id"].isNull() | i["category"].isNull())),
@@ -357,7 +387,6 @@ def order_rules(amount_ceiling_usd: str) -> list[tuple[str, Column]]:
         ("amount_over_ceiling", ~F.col("amount_fits")
          | (F.col("amount_usd") >= F.lit(amount_ceiling_usd).cast(schemas.USD))),
         ("total_mismatch", (F.size(items) > 0) & (line_total != F.col("total_amount"))),
-        ("invalid_country", ~F.col("country").rlike(COUNTRY_RE)),
     ]
 
 
