@@ -79,6 +79,10 @@ CASES = [
      "schema_version"),
     ("event_time without offset", "clicks", _with(CLICK, event_time="2026-11-01T12:00:00"), "quarantine",
      "invalid_format", "event_time"),
+    ("event_time with a zone abbreviation", "clicks", _with(CLICK, event_time="2026-11-01 12:00:00 CET"),
+     "quarantine", "invalid_format", "event_time"),
+    ("event_time offset +hh:m", "clicks", _with(CLICK, event_time="2026-11-01T12:00:00+01:0"), "quarantine",
+     "invalid_format", "event_time"),
     ("string field as number", "orders", _with(ORDER, user_id=12345), "quarantine", "wrong_type", "user_id"),
     ("string field as object", "clicks", _with(CLICK, session_id={"id": "s1"}), "quarantine", "wrong_type",
      "session_id"),
@@ -161,6 +165,22 @@ def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):
     assert o.ingest_date.isoformat() == "2026-11-01" and o.batch_id == 3
     assert o.ingested_at == c.ingested_at == datetime(2026, 11, 1, 12, 5, 30)   # the batch's one time
     assert uuid7_timestamp_ms(o.ingestion_id) == int(TS.timestamp() * 1000)
+
+
+@pytest.mark.parametrize("sent", [
+    "2019-10-01 00:00:00 UTC", "2019-10-01T00:00:00UTC", "2019-10-01 00:00:00 GMT",   # public clickstreams
+    "2019-10-01T02:00:00+0200", "2019-09-30T19:00:00-0500", "2019-10-01T02:00:00+02",  # strftime %z, ISO 8601
+    "2019-10-01T02:00:00 +02:00", "2019-10-01t00:00:00.000z", "2019-10-01 00:00:00 utc"])
+def test_an_event_time_with_another_explicit_offset_is_its_instant(spark, sent):
+    """Unambiguous forms besides RFC 3339's land; the instant is the one Python's own ISO 8601
+    parser reads (the UTC/GMT suffix written as +00:00 for it)."""
+    routed = _routed(spark, [_rec("clicks", _with(CLICK, event_time=sent), 1)])
+    row = routed.first()
+    assert (row.dest, row.reason) == ("clicks", None)
+    c = bronze.clicks_rows(bronze.with_batch_columns(routed, 0, INGESTED)).first()
+    iso = sent.upper().replace(" UTC", "+00:00").replace("UTC", "+00:00").replace(" GMT", "+00:00").replace(" +", "+")
+    want = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc).replace(tzinfo=None)
+    assert c.event_time == want == datetime(2019, 10, 1, 0, 0)
 
 
 def test_ingestion_id_is_deterministic_per_kafka_coordinate(spark):

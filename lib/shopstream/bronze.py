@@ -15,7 +15,7 @@ Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_q
                              object or array; an integer given as a string or a fraction; an amount
                              that is not a number or a decimal string
   invalid_format             the right JSON type, the wrong text: event_time not RFC 3339 with an
-                             explicit offset; an amount string not a plain decimal (e.g. "1e3");
+                             explicit offset (or +hhmm, +hh, a UTC/GMT suffix); an amount string not a plain decimal (e.g. "1e3");
                              an event_id / order_id that is not a UUID
 
 `detail` names the offending fields. Amounts are kept exactly as sent (decimal(38,18)); silver
@@ -52,8 +52,13 @@ EVENT_TYPES = {"orders": schemas.ORDER_EVENT_TYPES, "clicks": schemas.CLICK_EVEN
 PAYLOADS = {"orders": schemas.ORDER_PAYLOAD, "clicks": schemas.CLICK_PAYLOAD}
 UUID_FIELDS = {"orders": ("event_id", "order_id"), "clicks": ("event_id",)}
 
-# RFC 3339 date-time with an explicit offset (Z or +hh:mm); 'T' may be a space (RFC 3339 §5.6 note)
-RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+# RFC 3339 date-time with an explicit offset (Z or +hh:mm); 'T' may be a space (RFC 3339 §5.6 note).
+# Also taken, as unambiguous as these: ISO 8601's other offsets (+hhmm, +hh, as strftime's %z
+# writes them), a UTC / GMT suffix ("2019-10-01 00:00:00 UTC", as public clickstreams write it),
+# one space before the offset. A time without an offset, or with a zone abbreviation such as CET
+# (ambiguous), is invalid_format.
+RFC3339 = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+           r" ?(Z|[+-][0-9]{2}(:?[0-9]{2})?|UTC|GMT)$")   # matched upper-cased
 UUID_TEXT = r"^(?i)([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})$"
 PLAIN_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
 # how Spark writes a JSON number into a string field (a Java long or double): only such texts
@@ -209,8 +214,9 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
              if not isinstance(f.dataType, T.StringType) and f.name not in schemas.AMOUNT_FIELDS
              and f.name != "items"]
     wrong += [(f, not_a_string(raw[f], num[f], [p[f] for p in probes])) for f in strings]
-    invalid = [("event_time", raw["event_time"].isNotNull() & (~raw["event_time"].rlike(RFC3339)
-                                                               | F.try_to_timestamp(raw["event_time"]).isNull()))]
+    event_time = F.upper(raw["event_time"])   # RFC 3339's lower-case t and z (Spark parses upper case)
+    invalid = [("event_time", event_time.isNotNull() & (~event_time.rlike(RFC3339)
+                                                        | F.try_to_timestamp(event_time).isNull()))]
     invalid += [(f, raw[f].isNotNull() & ~F.trim(raw[f]).rlike(UUID_TEXT)) for f in UUID_FIELDS[kind]]
     if kind == "orders":
         required.append(("items", (etype == "order_created") & raw["items"].isNull()))
@@ -288,7 +294,7 @@ def _typed_columns(struct: str, payload: T.StructType) -> list[Column]:
     for f in payload.fields:
         c = F.col(f"{struct}.{f.name}")
         if f.name == "event_time":
-            c = F.try_to_timestamp(c)
+            c = F.try_to_timestamp(F.upper(c))
         cols.append(c.alias(f.name))
     return cols
 
