@@ -85,6 +85,28 @@ def test_same_batch_twice_inserts_once_and_is_skipped_by_the_ledger(spark, sf):
 
 @pytest.mark.connector
 @pytest.mark.spark35
+def test_a_tombstone_lands_in_quarantine_with_empty_bytes(spark, sf):
+    """A Kafka tombstone is quarantined with empty raw bytes (NOT NULL): the connector's CSV path
+    loaded the empty bytes as NULL and the MERGE failed, stopping the Snowflake stream."""
+    from shopstream import bronze
+    from pyspark.sql import types as T
+    kafka = T.StructType([T.StructField("key", T.BinaryType()), T.StructField("value", T.BinaryType()),
+                          T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
+                          T.StructField("offset", T.LongType()), T.StructField("timestamp", T.TimestampType())])
+    at = datetime(2026, 11, 1, 10, 0)
+    routed = bronze.route_records(bronze.with_kafka_metadata(spark.createDataFrame(
+        [(None, None, "orders", 0, 1, at), (None, b"{", "orders", 0, 2, at)], kafka)), {"orders": "orders",
+                                                                                        "clicks": "clicks"}, 1024)
+    rows = bronze.quarantine_rows(bronze.with_batch_columns(routed, 0, at))
+    spec = TABLES["quarantine"]
+    sf.ensure_table(spec)
+    assert sf.insert_new(spec, rows, _bounds(rows), Txn("bronze:run-1", 0)) == 2
+    got = {r.kafka_offset: (r.reason, bytes(r.raw_bytes)) for r in sf.read(spec.name).collect()}
+    assert got == {1: ("null_value", b""), 2: ("not_json", b"{")}
+
+
+@pytest.mark.connector
+@pytest.mark.spark35
 def test_a_merge_and_its_ledger_row_commit_together_or_not_at_all(spark, sf, monkeypatch):
     """The ledger row (with the batch's first-time count) and the MERGE are one transaction: if
     the MERGE fails after the row was written, neither stays, and the batch's rerun inserts its

@@ -104,7 +104,15 @@ def staging_schema(schema: T.StructType) -> T.StructType:
     goes through its CSV path (timestamps to nanoseconds), and the statements below turn the text
     back into VARIANT with PARSE_JSON."""
     return T.StructType([T.StructField(f.name, T.StringType(), True) if is_semi_structured(f.dataType)
+                         else T.StructField(f.name, f.dataType, True) if _empty_binary(f)
                          else f for f in schema.fields])
+
+
+def _empty_binary(f: T.StructField) -> bool:
+    """A NOT NULL binary column (bronze_quarantine.raw_bytes, empty for a Kafka tombstone): the
+    connector's CSV path loads empty bytes as NULL, so the staging column is nullable and the
+    statements below read NULL back as empty bytes (a tombstone stopped the Snowflake stream)."""
+    return isinstance(f.dataType, T.BinaryType) and not f.nullable
 
 
 def staging_name(spec: TableSpec, job: str, run: str) -> str:
@@ -123,6 +131,7 @@ def drop_table(loc: Location, name: str) -> str:
 def source(loc: Location, spec: TableSpec, staging: str) -> str:
     """The staging table as the target's column types (PARSE_JSON for VARIANT columns)."""
     cols = ", ".join(f"PARSE_JSON({ident(f.name)}) AS {ident(f.name)}" if is_semi_structured(f.dataType)
+                     else f"COALESCE({ident(f.name)}, TO_BINARY('', 'HEX')) AS {ident(f.name)}" if _empty_binary(f)
                      else ident(f.name) for f in spec.schema.fields)
     return f"(SELECT {cols} FROM {loc.table(staging)})"
 
