@@ -107,6 +107,38 @@ def test_a_tombstone_lands_in_quarantine_with_empty_bytes(spark, sf):
 
 @pytest.mark.connector
 @pytest.mark.spark35
+def test_hostile_text_and_bytes_round_trip_exactly(spark, sf):
+    """Text with quotes, commas, backslashes, newlines, a NUL, emoji and the connector's own
+    null marker, and bytes that are not UTF-8, come back from Snowflake as sent (the connector
+    writes them through CSV files)."""
+    import json as _json
+    from shopstream import bronze
+    from pyspark.sql import types as T
+    kafka = T.StructType([T.StructField("key", T.BinaryType()), T.StructField("value", T.BinaryType()),
+                          T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
+                          T.StructField("offset", T.LongType()), T.StructField("timestamp", T.TimestampType())])
+    at = datetime(2026, 11, 1, 10, 0)
+    urls = ['/a,"b"\\c', "/line\nbreak\r\n", "/nul\u0000x", "/emoji \U0001F600 \u00e9", "\\N", "NULL", " "]
+    values = [_json.dumps({"event_id": f"019a3e2c-0000-7000-8000-00000000000{i}", "event_type": "page_view",
+                           "event_time": "2026-11-01T10:00:00Z", "schema_version": 1, "session_id": "s\"1",
+                           "page_url": u}).encode() for i, u in enumerate(urls)]
+    raw = [(b"k,\"", v, "clicks", 0, i, at) for i, v in enumerate(values)]
+    raw.append((None, b'\xff\xfe{"x": "\n"}', "clicks", 0, 99, at))
+    routed = bronze.with_batch_columns(bronze.route_records(bronze.with_kafka_metadata(
+        spark.createDataFrame(raw, kafka)), {"orders": "orders", "clicks": "clicks"}, 4096), 0, at)
+    for kind in ("clicks", "quarantine"):
+        spec = TABLES[kind]
+        rows = {"clicks": bronze.clicks_rows, "quarantine": bronze.quarantine_rows}[kind](routed)
+        sf.ensure_table(spec)
+        assert sf.insert_new(spec, rows, _bounds(rows), Txn("bronze:run-1", 0)) == rows.count()
+    got = {r.kafka_offset: (r.page_url, r.raw_value, r.session_id, r.record_key) for r in sf.read("bronze_clicks").collect()}
+    assert got == {i: (u, v.decode(), 's"1', 'k,"') for i, (u, v) in enumerate(zip(urls, values))}
+    q = sf.read("bronze_quarantine").first()
+    assert (q.kafka_offset, q.reason, bytes(q.raw_bytes)) == (99, "not_utf8", b'\xff\xfe{"x": "\n"}')
+
+
+@pytest.mark.connector
+@pytest.mark.spark35
 def test_a_merge_and_its_ledger_row_commit_together_or_not_at_all(spark, sf, monkeypatch):
     """The ledger row (with the batch's first-time count) and the MERGE are one transaction: if
     the MERGE fails after the row was written, neither stays, and the batch's rerun inserts its
