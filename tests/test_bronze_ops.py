@@ -347,3 +347,50 @@ def test_publisher_names_what_was_not_delivered_and_where_to_resume(base_conf, t
                              str(tmp_path / "truth.json")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "resume with --skip 0" in result.stderr
     assert json.loads((tmp_path / "truth.json").read_text())["records_sent"]["total"] > 0
+
+
+def test_partitions_added_to_the_topics_between_runs_are_read_from_their_first_record(spark, kafka, fresh_topics,
+                                                                                    tmp_path):
+    """A topic scaled out (3 -> 5 partitions) under a checkpoint: the next run reads the new
+    partitions from their first record, and every record lands once."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    names = list(fresh_topics.values())
+    sent: dict[tuple[str, int], int] = {}
+
+    def send(partitions: int, per_partition: int) -> None:
+        # a producer of its own each time: one made before the partitions were added does not know them
+        producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "log_level": 0})
+        for topic in names:
+            for p in range(partitions):
+                for i in range(per_partition):
+                    value = {"event_id": "019a3e2c-0000-7000-8000-%012d" % (len(sent) * 100 + i),
+                             "event_type": "order_paid" if "orders" in topic else "page_view",
+                             "event_time": "2026-11-01T12:00:00Z", "schema_version": 1, "session_id": "s1",
+                             "order_id": "019a3e2c-0000-7000-8000-0000000000aa", "currency": "EUR",
+                             "total_amount": "1.00"}
+                    producer.produce(topic, value=json.dumps(value).encode(), partition=p)
+                sent[(topic, p)] = sent.get((topic, p), 0) + per_partition
+        assert producer.flush(60) == 0
+
+    store = DeltaStore(spark, tmp_path / "wh")
+    opts = StreamOptions(bootstrap_servers=kafka.bootstrap_servers, topics=fresh_topics, checkpoint=tmp_path / "cp")
+    send(3, 4)
+    run_available_now(spark, store, opts)
+    assert _rows(store) == 24
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, "log_level": 0})
+    for future in admin.create_partitions([NewPartitions(t, 5) for t in names]).values():
+        future.result(30)
+    _poll(lambda: all(len(admin.list_topics(timeout=5).topics[t].partitions) == 5 for t in names), 30,
+          what="5 partitions")
+    send(5, 3)
+    writer = run_available_now(spark, store, opts)
+    got: dict[tuple[str, int], int] = {}
+    for t in BRONZE:
+        for r in store.read(t).groupBy("topic", "kafka_partition").count().collect():
+            got[(r.topic, r.kafka_partition)] = got.get((r.topic, r.kafka_partition), 0) + r["count"]
+    assert got == sent and sum(sent.values()) == 24 + 30
+    for t in BRONZE:                                                        # no row twice
+        assert store.read(t).select("ingestion_id").distinct().count() == store.read(t).count()
+    assert sum(sum(r.input_records.values()) for r in writer.results) == 30   # the second run: the new ones only
