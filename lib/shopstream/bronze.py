@@ -15,8 +15,9 @@ Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_q
                              object or array; an integer given as a string or a fraction; an amount
                              that is not a number or a decimal string
   invalid_format             the right JSON type, the wrong text: event_time not RFC 3339 with an
-                             explicit offset (or +hhmm, +hh, a UTC/GMT suffix); an amount string not a plain decimal (e.g. "1e3");
-                             an event_id / order_id that is not a UUID
+                             explicit offset (or +hhmm, +hh, a UTC/GMT suffix); an amount string
+                             not a plain decimal (e.g. "1e3"); an event_id / order_id that is not
+                             a UUID
 
 `detail` names the offending fields. Amounts are kept exactly as sent (decimal(38,18)); silver
 checks them against their currency's minor units. Parsing uses explicit schemas

@@ -228,9 +228,9 @@ def _money(c: Column) -> Column:
 def clean_orders(df: DataFrame, vocabulary: Vocabulary | None = None) -> DataFrame:
     """Trim strings (blank -> null), lower-case event_type, upper-case currency, country named
     by the vocabulary (ISO alpha-2, ZZ when missing or not placed; the value sent kept as
-    country_sent), canonical event_id / order_id. Amounts: `amount_decimals_ok` is false when an amount has
-    more decimals than its currency's ISO 4217 minor units; then they become silver money
-    (decimal(18,4)), null when they do not fit."""
+    country_sent), canonical event_id / order_id. Amounts: `amount_decimals_ok` is false when an
+    amount has more decimals than its currency's ISO 4217 minor units; then they become silver
+    money (decimal(18,4)), null when they do not fit."""
     out = df
     for name in ("event_id", "order_id", "user_id", "session_id", "currency", "country"):
         out = out.withColumn(name, _clean_str(name))
