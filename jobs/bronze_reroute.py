@@ -7,9 +7,9 @@ A record an earlier, stricter version quarantined (an order without a country or
 click without a device, an event_time written "2019-10-01 00:00:00 UTC") is routed again from
 its stored bytes, exactly as the stream routes it; a valid one moves into bronze_orders /
 bronze_clicks with its own ingestion id, Kafka coordinates and timestamp (one bounded MERGE per
-table), then leaves bronze_quarantine (its ingest dates' partitions replaced). Safe to rerun,
-also after a crash. Ingest dates up to --until (default: yesterday, UTC: a running stream may
-still write today's quarantine). Then rerun silver and gold for the event dates it prints.
+table), then leaves bronze_quarantine (one MERGE deleting exactly those keys; it may run beside
+the stream). Safe to rerun, also after a crash. Ingest dates up to --until (default: yesterday,
+UTC). Then rerun silver and gold for the event dates it prints.
 """
 
 from __future__ import annotations

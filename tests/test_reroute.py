@@ -128,6 +128,29 @@ def test_a_crash_between_the_merge_and_the_quarantine_rewrite_is_finished_by_the
     _check_moved(store, ids)
 
 
+def test_a_record_quarantined_while_the_reroute_runs_is_never_touched(spark, tmp_path):
+    """The stream may quarantine a record into the same ingest date (catching up) between the
+    reroute's read and its delete: only the moved keys are deleted, the new row stays."""
+    store = DeltaStore(spark, tmp_path / "wh")
+    ids = _quarantine_as_before(spark, store)
+    late = (spark.createDataFrame([(None, b"not json", "orders", 1, 5, datetime(2026, 11, 1, 23, 0))], KAFKA)
+            .transform(bronze.with_kafka_metadata).transform(lambda df: bronze.route_records(df, TOPICS, 65536))
+            .transform(lambda df: bronze.with_batch_columns(df, 8, datetime(2026, 11, 1, 23, 0))))
+    delete = store.delete_keys
+
+    def stream_writes_first(*args):
+        store.append(TABLES["quarantine"], bronze.quarantine_rows(late))
+        delete(*args)
+
+    store.delete_keys = stream_writes_first
+    reroute_quarantine(store, TOPICS, 65536, until=D2)
+    left = {(r.kafka_partition, r.kafka_offset): r.reason for r in store.read("bronze_quarantine").collect()}
+    assert left == {(0, 5): "not_json", (0, 6): "null_value", (0, 7): "wrong_type",
+                    (0, 8): "missing_required_field", (1, 5): "not_json"}
+    assert {r.kafka_offset for r in store.read("bronze_orders").collect()} == {1, 2}
+    assert set(ids) == {1, 2, 3, 4, 5, 6, 7, 8}
+
+
 def test_a_dry_run_moves_nothing(spark, tmp_path):
     store = DeltaStore(spark, tmp_path / "wh")
     _quarantine_as_before(spark, store)

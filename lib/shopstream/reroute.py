@@ -7,15 +7,16 @@ more, exactly as the stream routes a Kafka record, and moves the records that ar
 
   1. one insert-only MERGE per bronze table (keyed on the same ingestion_id, bounded as the
      stream's; the row keeps its Kafka coordinates, timestamp, ingest date and batch id);
-  2. the quarantine partitions of those ingest dates replaced without the moved rows.
+  2. one MERGE deleting exactly the moved keys from bronze_quarantine (bounded the same way):
+     rows the stream writes meanwhile are never touched.
 
 A crash between the two steps leaves a moved record in both tables: the next run finds it in
 bronze (step 1 inserts nothing) and finishes step 2, so a rerun is exact, and a finished run
 changes nothing when run again. Kafka records consumed = bronze + quarantine rows holds before
 and after a run. Silver reads bronze: rerun silver (and gold) for the event dates reported.
 
-By default only ingest dates before today (UTC) are rerouted: today's quarantine partition may
-still be written by a running stream.
+By default only ingest dates before today (UTC) are rerouted (today's records may still be
+arriving); the job may run beside a running stream.
 """
 
 from __future__ import annotations
@@ -92,14 +93,12 @@ def reroute_quarantine(store: Store, topics: dict[str, str], max_record_bytes: i
         result.moved[TABLES[kind].name] = inserted or 0
     if _stop_after_insert:   # tests: a crash between the two steps
         return result
+    # only the moved keys: a record the stream quarantines meanwhile (a stream catching up on
+    # older ingest dates) is never touched, whatever the store retries
+    store.delete_keys(TABLES["quarantine"], moving.select("ingestion_id"), bounds)
     first, last = result.ingest_dates[0], result.ingest_dates[-1]
-    keep = (store.read(TABLES["quarantine"].name)
-            .where(F.col("ingest_date").between(F.lit(first), F.lit(last)))
-            .join(moving.select("ingestion_id"), "ingestion_id", how="left_anti")
-            .localCheckpoint(eager=True))
-    store.replace_partitions(TABLES["quarantine"], keep, first, last)
-    log.info("bronze reroute: %d quarantined record(s) examined, %s; moved into bronze: %s; quarantine "
-             "ingest dates %s..%s rewritten (%.1fs). Rerun silver and gold for the event dates %s..%s",
+    log.info("bronze reroute: %d quarantined record(s) examined, %s; moved into bronze: %s; deleted from "
+             "the quarantine of ingest dates %s..%s (%.1fs). Rerun silver and gold for the event dates %s..%s",
              result.examined, _describe(result.by_reason), result.moved, first, last, time.monotonic() - t0,
              result.event_dates[0] if result.event_dates else "-",
              result.event_dates[-1] if result.event_dates else "-")

@@ -159,6 +159,12 @@ class Store(ABC):
         function of the key, so that a source row can only match inside its own partition.
         """
 
+    @abstractmethod
+    def delete_keys(self, spec: TableSpec, keys: DataFrame, bounds: MergeBounds) -> None:
+        """Delete the rows whose spec.key is in `keys` (one column, spec.key), in one statement
+        bounded like insert_new (the partitions in bounds.dates, keys in [min_id, max_id]).
+        Other rows are never touched, whatever is written to the table meanwhile."""
+
 
 def partition_predicate(column: str, values, literal: Callable[[date], str]) -> str:
     """`column` within the given dates (None: the null partition), as SQL literals (`literal`

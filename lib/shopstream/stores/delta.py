@@ -392,6 +392,14 @@ class DeltaStore(Store):
             .whenMatchedUpdate(set={c: F.expr(e) for c, e in update_set.items()})
             .whenNotMatchedInsert(values={c: F.col(f"s.{c}") for c in columns}).execute()))
 
+    def delete_keys(self, spec: TableSpec, keys: DataFrame, bounds: MergeBounds) -> None:
+        # a MERGE that deletes the matched rows only: a conflict with a concurrent write is run
+        # again against the table as it is then, and rows written meanwhile are never matched
+        condition = f"t.{spec.key} = s.{spec.key} AND {_within(spec, bounds, 't.')}"
+        self._retrying(f"{spec.name} delete", lambda: (
+            DeltaTable.forPath(self.spark, self.path(spec.name)).alias("t")
+            .merge(keys.select(spec.key).alias("s"), condition).whenMatchedDelete().execute()))
+
     def _file_count(self, name: str) -> int:
         return int(self.spark.sql(f"DESCRIBE DETAIL delta.`{self.path(name)}`").first()["numFiles"])
 

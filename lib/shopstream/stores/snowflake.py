@@ -311,6 +311,11 @@ class SnowflakeStore(Store):
             raise RuntimeError(f"{spec.name}: the ledger has no inserted-row count for {txn} after its MERGE")
         return inserted
 
+    def delete_keys(self, spec: TableSpec, keys: DataFrame, bounds: MergeBounds) -> None:
+        key_only = TableSpec(spec.name, T.StructType([spec.schema[spec.key]]), key=spec.key)
+        with self._staged(key_only, keys.select(spec.key)) as staging:
+            self.run(q.delete_keys(self.loc, spec, staging, bounds))
+
     def committed_inserts(self, spec: TableSpec, txn: Txn) -> int | None:
         rows = self.run(q.ledger_inserted(self.loc, txn, spec.name))
         return int(rows[0][0]) if rows and rows[0][0] is not None else None

@@ -182,6 +182,11 @@ def merge_insert_new(loc: Location, spec: TableSpec, staging: str, bounds: Merge
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('s.' + c for c in cols)})")
 
 
+def delete_keys(loc: Location, spec: TableSpec, staging: str, bounds: MergeBounds) -> str:
+    """Delete the target rows whose key the staging table holds, bounded like insert_new."""
+    return f"DELETE FROM {loc.table(spec.name)} t USING {loc.table(staging)} s WHERE {_insert_new_match(spec, bounds)}"
+
+
 def insert_new_statements(loc: Location, spec: TableSpec, staging: str, bounds: MergeBounds, txn: Txn) -> list[str]:
     """The insert-only MERGE and its ledger row, for one transaction block (design §4): the row
     records how many staged rows have no match, counted with the MERGE's own condition just
