@@ -121,7 +121,15 @@ def test_records_a_stricter_version_quarantined_move_into_bronze_once(spark, tmp
 def test_a_crash_between_the_merge_and_the_quarantine_rewrite_is_finished_by_the_next_run(spark, tmp_path):
     store = DeltaStore(spark, tmp_path / "wh")
     ids = _quarantine_as_before(spark, store)
-    reroute_quarantine(store, TOPICS, 65536, until=D2, _stop_after_insert=True)   # dies after step 1
+    real_delete = store.delete_keys
+
+    def crash(*_args):
+        raise RuntimeError("killed between the inserts and the delete")
+
+    store.delete_keys = crash                                               # dies after step 1
+    with pytest.raises(RuntimeError, match="killed between"):
+        reroute_quarantine(store, TOPICS, 65536, until=D2)
+    store.delete_keys = real_delete
     assert store.read("bronze_quarantine").count() == 8 and store.read("bronze_orders").count() == 2
     result = reroute_quarantine(store, TOPICS, 65536, until=D2)
     assert result.moved == {"bronze_orders": 0, "bronze_clicks": 0}   # already in bronze: inserted once

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import cache
 
 ISO_3166 = (
     ("AD", "AND", "Andorra"),
@@ -310,6 +311,7 @@ def _variants(name: str) -> set[str]:
     return {normal(n) for n in out}
 
 
+@cache
 def names() -> dict[str, str]:
     """Every name and alpha-3 code of ISO_3166 and ALIASES, in normal() form -> alpha-2 code."""
     out: dict[str, str] = {}

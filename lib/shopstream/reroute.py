@@ -43,7 +43,7 @@ class RerouteResult:
     moved: dict[str, int] = field(default_factory=dict)          # bronze table -> rows moved in
     by_reason: dict[tuple[str, str], int] = field(default_factory=dict)   # (old reason, new dest) -> rows
     event_dates: list[date] = field(default_factory=list)        # event dates of the moved rows
-    ingest_dates: list[date] = field(default_factory=list)       # quarantine partitions rewritten
+    ingest_dates: list[date] = field(default_factory=list)       # ingest dates of the moved rows
 
 
 def _as_kafka_rows(quarantine):
@@ -56,8 +56,7 @@ def _as_kafka_rows(quarantine):
 
 
 def reroute_quarantine(store: Store, topics: dict[str, str], max_record_bytes: int, until: date,
-                       reasons: list[str] | None = None, dry_run: bool = False,
-                       _stop_after_insert: bool = False) -> RerouteResult:
+                       reasons: list[str] | None = None, dry_run: bool = False) -> RerouteResult:
     """Move the quarantined records of ingest dates <= `until` (and, given, of these reasons)
     that this version's contract routes to bronze_orders / bronze_clicks (module docstring)."""
     t0 = time.monotonic()
@@ -91,8 +90,6 @@ def reroute_quarantine(store: Store, topics: dict[str, str], max_record_bytes: i
             continue
         inserted = store.insert_new(TABLES[kind], rows[kind], bounds, Txn(f"{APP_ID}-{kind}", version))
         result.moved[TABLES[kind].name] = inserted or 0
-    if _stop_after_insert:   # tests: a crash between the two steps
-        return result
     # only the moved keys: a record the stream quarantines meanwhile (a stream catching up on
     # older ingest dates) is never touched, whatever the store retries
     store.delete_keys(TABLES["quarantine"], moving.select("ingestion_id"), bounds)
