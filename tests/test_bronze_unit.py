@@ -115,6 +115,17 @@ CASES = [
      "unknown_event_type", "page_view"),
     ("oversized", "clicks", _with(CLICK, padding="x" * 2000), "quarantine", "oversized", None),
     ("extra fields kept", "clicks", _with(CLICK, extra={"a": 1}), "clicks", None, None),
+    # RFC 8259 §8.1: a parser may ignore a byte order mark
+    ("UTF-8 byte order mark", "orders", b"\xef\xbb\xbf" + json.dumps(ORDER).encode(), "orders", None, None),
+    # more decimals than bronze keeps (18): rounding would hide them from silver's precision rule
+    ("amount number with 22 decimals", "orders", json.dumps(ORDER).replace(
+        '"total_amount": 21.5', '"total_amount": 21.5000000000000000000001').encode(),
+     "quarantine", "invalid_format", "total_amount"),
+    ("amount string with 19 decimals", "orders", _with(ORDER, total_amount="21.5000000000000000001"),
+     "quarantine", "invalid_format", "total_amount"),
+    ("unit_price number 1075e-20", "orders", json.dumps(ORDER).replace(
+        '"unit_price": 10.75', '"unit_price": 1075e-20').encode(), "quarantine", "invalid_format",
+     "items[].unit_price"),
 ]
 
 
@@ -123,6 +134,7 @@ def _routed(spark, rows, max_bytes=1024):
     return bronze.route_records(bronze.with_kafka_metadata(df), TOPICS, max_bytes)
 
 
+@pytest.mark.spark35   # the same contract on both Spark lines
 def test_each_record_class_routes_with_its_reason(spark):
     rows = [_rec(topic, value, i) for i, (_, topic, value, *_rest) in enumerate(CASES)]
     got = {r.kafka_offset: r for r in _routed(spark, rows).collect()}
@@ -165,6 +177,21 @@ def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):
     assert o.ingest_date.isoformat() == "2026-11-01" and o.batch_id == 3
     assert o.ingested_at == c.ingested_at == datetime(2026, 11, 1, 12, 5, 30)   # the batch's one time
     assert uuid7_timestamp_ms(o.ingestion_id) == int(TS.timestamp() * 1000)
+
+
+@pytest.mark.parametrize("total, price", [
+    ("2.15E1", "1075e-2"), ("21.500", "10.750000000000000000000"), ("0.215e2", "10.75E0"),
+    ('"21.50000000000000000000"', '"10.75"')])
+def test_an_amount_in_any_exact_notation_is_its_exact_value(spark, total, price):
+    """Exponents and trailing zeros beyond 18 decimals are the same exact amounts (the value,
+    not the text, counts); only a non-zero digit beyond the 18th decimal is refused (above)."""
+    text = json.dumps(ORDER).replace('"total_amount": 21.5', f'"total_amount": {total}').replace(
+        '"unit_price": 10.75', f'"unit_price": {price}')
+    routed = _routed(spark, [_rec("orders", text.encode(), 1)])
+    row = routed.first()
+    assert (row.dest, row.reason) == ("orders", None)
+    o = bronze.orders_rows(bronze.with_batch_columns(routed, 0, INGESTED)).first()
+    assert o.total_amount == Decimal("21.5") and o.items[0].unit_price == Decimal("10.75")
 
 
 @pytest.mark.parametrize("sent", [

@@ -16,8 +16,9 @@ Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_q
                              that is not a number or a decimal string
   invalid_format             the right JSON type, the wrong text: event_time not RFC 3339 with an
                              explicit offset (or +hhmm, +hh, a UTC/GMT suffix); an amount string
-                             not a plain decimal (e.g. "1e3"); an event_id / order_id that is not
-                             a UUID
+                             not a plain decimal (e.g. "1e3"); an amount with a non-zero digit
+                             beyond the 18th decimal (never rounded); an event_id / order_id that
+                             is not a UUID
 
 `detail` names the offending fields. Amounts are kept exactly as sent (decimal(38,18)); silver
 checks them against their currency's minor units. Parsing uses explicit schemas
@@ -67,6 +68,12 @@ PLAIN_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
 NUMBER_TEXT = r"^(-?[0-9]+(\.[0-9]+)?(E-?[0-9]+)?|NaN|-?Infinity)$"
 # texts a string token may have that Spark's double parser also accepts
 _NUMBER_WORDS = ("NaN", "Infinity", "-Infinity", "+Infinity", "INF", "+INF", "-INF")
+# An amount is kept to 18 decimals (decimal(38,18)); the typed parse would round away any digit
+# beyond them, and a JSON number reaches a string field only through a double, so such an
+# amount is found in the record's own text: the field's token (a number, or a string holding
+# one), only in records whose text has 19 digits after a point or an exponent.
+_AMOUNT_TOKEN = r'"{field}"\s*:\s*"?(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'
+_LONG_FRACTION = r"\.[0-9]{19}|[0-9][eE]"
 
 
 def _with_types(payload: T.StructType, string_as: T.DataType, amount_as: T.DataType | None = None) -> T.StructType:
@@ -144,6 +151,16 @@ def route_records(df: DataFrame, topics: dict[str, str], max_bytes: int) -> Data
             .drop(*[f"_{k}_{n}" for k in ("orders", "clicks") for n in ("reason", "detail", "e")]))
 
 
+def _decimals_over_18(token: Column) -> Column:
+    """A number's text (plain or with an exponent) has a non-zero digit beyond the 18th decimal."""
+    digits = F.regexp_replace(F.regexp_replace(token, r"[eE].*$", ""), r"[-.]", "")
+    trailing_zeros = F.length(digits) - F.length(F.regexp_replace(digits, "0+$", ""))
+    exponent_text = F.regexp_extract(token, r"[eE]([+-]?[0-9]{1,6})$", 1)
+    exponent = F.when(exponent_text != "", exponent_text.cast("int")).otherwise(F.lit(0))
+    scale = F.length(F.regexp_extract(token, r"\.([0-9]*)", 1)) - exponent - trailing_zeros
+    return scale > 18
+
+
 def _looks_structured(text: Column) -> Column:
     return text.isin("true", "false") | text.startswith("{") | text.startswith("[")
 
@@ -159,6 +176,9 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
 
     strings = _string_fields(payload)
     text = F.col("value").cast("string")
+    # a UTF-8 byte order mark before the JSON text: RFC 8259 lets a parser ignore it (the raw
+    # bytes keep it)
+    text = F.when(text.startswith("\ufeff"), F.expr("substring(CAST(value AS STRING), 2)")).otherwise(text)
     readable = mine & F.col("value").isNotNull() & (F.length("value") <= max_bytes) & compat.is_valid_utf8(F.col("value"))
     raw_items_type = T.ArrayType(T.StructType([T.StructField(f.name, T.StringType())
                                                for f in schemas.RAW_ITEM.fields]))
@@ -244,8 +264,15 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
         wrong.append(("items[]", F.exists(F.col(n("_lines")), lambda c: c["wrong"])
                       | F.greatest(*[F.exists(F.coalesce(p["items"], F.array()), lambda x: F.coalesce(
                           x["product_id"].isNotNull() | x["category"].isNotNull(), F.lit(False))) for p in probes])))
-        invalid.append(("total_amount", total_invalid))
-        invalid.append(("items[].unit_price", F.exists(F.col(n("_lines")), lambda c: c["invalid"])))
+        long_fraction = text.rlike(_LONG_FRACTION)
+
+        def over_18(field: str) -> Column:
+            tokens = F.regexp_extract_all(text, F.lit(_AMOUNT_TOKEN.format(field=field)), F.lit(1))
+            return F.coalesce(long_fraction & F.exists(tokens, _decimals_over_18), F.lit(False))
+
+        invalid.append(("total_amount", total_invalid | over_18("total_amount")))
+        invalid.append(("items[].unit_price", F.exists(F.col(n("_lines")), lambda c: c["invalid"])
+                        | over_18("unit_price")))
     else:
         for f in ("product_id", "category"):
             required.append((f, etype.isin(list(schemas.PRODUCT_CLICK_TYPES)) & raw[f].isNull()))
