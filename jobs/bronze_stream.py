@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         query_name=query_name, trigger=args.trigger, starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger or int(conf.get("bronze.max_offsets_per_trigger")),
         max_record_bytes=int(conf.get("bronze.max_record_bytes")),
-        fail_on_data_loss=str(conf.get("bronze.fail_on_data_loss", "true")).lower() == "true")
+        fail_on_data_loss=str(conf.get("bronze.fail_on_data_loss", "true")).lower() == "true",
+        isolation_level=str(conf.get("bronze.isolation_level", "read_committed")))
 
     def latest():
         return status.broker_latest_offsets(bootstrap, list(opts.topics.values()))

@@ -394,3 +394,55 @@ def test_partitions_added_to_the_topics_between_runs_are_read_from_their_first_r
     for t in BRONZE:                                                        # no row twice
         assert store.read(t).select("ingestion_id").distinct().count() == store.read(t).count()
     assert sum(sum(r.input_records.values()) for r in writer.results) == 30   # the second run: the new ones only
+
+
+@pytest.mark.spark35   # the Kafka connector of each Spark line
+def test_records_of_aborted_kafka_transactions_never_reach_bronze(spark, kafka, fresh_topics, tmp_path):
+    """A transactional producer (Kafka Streams / Flink exactly-once sinks, Debezium): records of a
+    committed transaction land once; of an aborted one, never (they are not events); an open
+    transaction holds back what follows it until it commits. Kafka's default isolation
+    (read_uncommitted) ingested the aborted records as events."""
+    from confluent_kafka import Producer
+
+    names = list(fresh_topics.values())
+
+    def click(n: int) -> bytes:
+        return json.dumps({"event_id": "019a3e2c-0000-7000-8000-%012d" % n, "event_type": "page_view",
+                           "event_time": "2026-11-01T12:00:00Z", "schema_version": 1,
+                           "session_id": f"s{n}"}).encode()
+
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "transactional.id": f"tx-{names[1]}",
+                         "log_level": 0})
+    producer.init_transactions(60)
+    plan = [(0, "commit"), (1, "abort"), (2, "commit"), (3, "abort"), (4, "open")]
+    for txn, end in plan:
+        producer.begin_transaction()
+        for i in range(6):       # spread over the topic's partitions
+            producer.produce(names[1], value=click(txn * 100 + i), partition=i % 3)
+        assert producer.flush(60) == 0   # on the broker before the abort (librdkafka drops unsent ones)
+        if end == "commit":
+            producer.commit_transaction(60)
+        elif end == "abort":
+            producer.abort_transaction(60)
+    # records not in a transaction, after the open one: held back until it ends (the last stable offset)
+    plain = Producer({"bootstrap.servers": kafka.bootstrap_servers, "log_level": 0})
+    for i in range(3):
+        plain.produce(names[1], value=click(500 + i), partition=i)
+    assert plain.flush(60) == 0
+
+    store = DeltaStore(spark, tmp_path / "wh")
+    opts = StreamOptions(bootstrap_servers=kafka.bootstrap_servers, topics=fresh_topics, checkpoint=tmp_path / "cp")
+
+    def sessions() -> list[str]:
+        assert store.read("bronze_quarantine").count() == 0
+        return sorted(r.session_id for r in store.read("bronze_clicks").collect())
+
+    run_available_now(spark, store, opts)
+    assert sessions() == sorted([f"s{i}" for i in range(6)] + [f"s{200 + i}" for i in range(6)])
+    producer.commit_transaction(60)          # the open transaction commits: it and what followed land
+    writer = run_available_now(spark, store, opts)
+    assert sessions() == sorted([f"s{t * 100 + i}" for t in (0, 2, 4) for i in range(6)]
+                                + [f"s{500 + i}" for i in range(3)])
+    assert sum(sum(r.input_records.values()) for r in writer.results) == 9
+    for table in BRONZE:
+        assert store.read(table).select("ingestion_id").distinct().count() == store.read(table).count()

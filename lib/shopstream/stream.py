@@ -105,6 +105,16 @@ class StreamOptions:
     # 0.34-0.51 s with 10 ms (alternating on one broker). Spark's consumer only asks for offsets
     # it knows exist, so a short wait does not add requests while data is there.
     fetch_max_wait_ms: int = 10
+    # read_committed: records of a producer's aborted Kafka transaction (Kafka Streams or Flink
+    # exactly-once sinks, Debezium, any transactional.id producer) are not events and never reach
+    # bronze; an open transaction holds back the records after it until it ends. Kafka's own
+    # default, read_uncommitted, ingested aborted records as events (tested)
+    isolation_level: str = "read_committed"
+
+    def __post_init__(self) -> None:
+        if self.isolation_level not in ("read_committed", "read_uncommitted"):
+            raise ValueError(f"bronze.isolation_level must be read_committed or read_uncommitted, "
+                             f"not {self.isolation_level!r}")
 
 
 def run_id_for(spark: SparkSession, checkpoint: str | Path) -> str:
@@ -147,7 +157,8 @@ def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_
               .option("startingOffsets", opts.starting_offsets)
               .option("maxOffsetsPerTrigger", opts.max_offsets_per_trigger)
               .option("failOnDataLoss", str(opts.fail_on_data_loss).lower())
-              .option("kafka.fetch.max.wait.ms", str(opts.fetch_max_wait_ms)))
+              .option("kafka.fetch.max.wait.ms", str(opts.fetch_max_wait_ms))
+              .option("kafka.isolation.level", opts.isolation_level))
     # on a local master a micro-batch is read in at most as many tasks as run at once: the
     # routing's projections are code-generated again in every task, so a small batch spread over
     # more Kafka partitions than cores paid for tasks that could not run in parallel anyway
