@@ -386,3 +386,140 @@ def test_the_fx_rates_job_downloads_from_its_url_and_fails_without_leaking_crede
     assert set(rows) == {(date(2026, 11, d), c) for d in (26, 27) for c in ("EUR", "JPY", "GBP")}
     assert rows[(date(2026, 11, 27), "EUR")] == Decimal("1.0412")
     assert f"from http://{host}/eurofxref-hist.zip" in out
+
+
+def test_odd_but_legal_spellings_of_random_orders_give_the_gold_plain_python_computes(spark, store):
+    """40 random orders of a shop of 2021 (around the EU's clock change), each field spelled as
+    somebody else's producer might: ids upper-case or bare hex, event types in any case with
+    spaces, event times with other offsets and forms, amounts as numbers, decimal strings, with
+    trailing zeros or exponents, countries as names, alpha-3 or lower-case codes; some events sent
+    twice under another spelling of their id. Gold per creation date (orders, GMV, cancelled,
+    refunded, net), per country and per category equals plain Python over the same orders
+    (exact Decimals from the ECB file), every record lands, nothing is rejected."""
+    import json
+    import random
+    from datetime import datetime, timezone
+    from shopstream.ids import uuid7_at
+    from rows import KAFKA, TOPICS
+    from shopstream.ingest import BronzeBatchWriter
+
+    rng = random.Random(20210328)
+    first, last = date(2021, 3, 26), date(2021, 3, 29)
+    load_fx(store, since=date(2021, 3, 1), until=date(2021, 4, 10))
+    minor = {"USD": 2, "EUR": 2, "GBP": 2, "JPY": 0, "SEK": 2, "CHF": 2, "PLN": 2}
+    countries = {"DE": ["Germany", "DEU", "de", "DE"], "GB": ["United Kingdom", "GBR", "UK", "gb"],
+                 "JP": ["Japan", "JPN", "jp"], "SE": ["Sweden", "SWE", "se"], "US": ["USA", "United States", "us"]}
+    zones = [("Z", 0), ("+00:00", 0), ("+05:30", 330), ("-08:00", -480), ("+0200", 120), ("+02", 120),
+             (" UTC", 0), ("-0930", -570)]
+    rows, offsets = [], {"orders": 0, "clicks": 0}
+
+    def spell_id(u: str) -> str:
+        return rng.choice([u, u.upper(), u.replace("-", ""), u.upper().replace("-", "")])
+
+    def spell_time(at: datetime) -> str:
+        suffix, minutes = rng.choice(zones)
+        local = (at + timedelta(minutes=minutes)).replace(tzinfo=None)
+        text = local.isoformat(sep=rng.choice("T "), timespec=rng.choice(["seconds", "milliseconds"])) + suffix
+        return text.lower() if rng.random() < 0.2 and suffix in ("Z", " UTC") else text
+
+    def spell_amount(value: Decimal) -> str:
+        """JSON text of the amount: a number or a string, plain, with zeros, or with an exponent."""
+        plain = format(value, "f")
+        zeros = "000" if "." in plain else ".000"
+        forms = [plain, f'"{plain}"', plain + zeros, f'"{plain}{zeros}"']
+        if value != 0:
+            digits = plain.replace(".", "").lstrip("0") or "0"
+            scale = len(plain.split(".")[1]) if "." in plain else 0
+            forms.append(f"{digits}e-{scale}" if scale else f"{digits}E0")
+        return rng.choice(forms)
+
+    def publish(event: dict, amounts: dict[str, str], at: datetime) -> None:
+        text = json.dumps(event)
+        for marker, raw in amounts.items():
+            text = text.replace(f'"{marker}"', raw)
+        rows.append((b"k", text.encode(), "orders", rng.randrange(3), offsets["orders"], at, 0))
+        offsets["orders"] += 1
+
+    expected: dict[date, dict[str, Decimal]] = {}
+    by_country: dict[tuple[date, str], Decimal] = {}
+    by_category: dict[tuple[date, str], list] = {}
+    events_sent, copies = 0, 0
+    for n in range(40):
+        created = datetime(2021, 3, 26, tzinfo=timezone.utc) + timedelta(minutes=rng.randrange(4 * 24 * 60))
+        currency = rng.choice(sorted(minor))
+        code = rng.choice(sorted(countries))
+        order_id = uuid7_at(int(created.timestamp() * 1000), rng.getrandbits(74))
+        items, total = [], Decimal(0)
+        for i in range(rng.randint(1, 3)):
+            price = Decimal(rng.randrange(1, 500_000)).scaleb(-minor[currency])
+            qty = rng.randint(1, 5)
+            category = rng.choice(["Books", "home ", "GARDEN"])
+            items.append((f"p{n}-{i}", category, qty, price))
+            total += price * qty
+        rate = ecb_usd_per_unit(currency, created.date())
+        day = created.date()
+        e = expected.setdefault(day, {"orders": Decimal(0), "gmv": Decimal(0), "cancelled": Decimal(0),
+                                      "refunded": Decimal(0)})
+        e["orders"] += 1
+        e["gmv"] += total * rate
+        by_country[(day, code)] = by_country.get((day, code), Decimal(0)) + total * rate
+        for _, category, qty, price in items:
+            key = (day, category.strip().lower())
+            units, gmv = by_category.get(key, (0, Decimal(0)))
+            by_category[key] = (units + qty, gmv + qty * price * rate)
+        fate = rng.choices(["open", "paid", "cancelled", "refunded"], [3, 4, 2, 2])[0]
+        lifecycle = [("order_created", created)]
+        if fate in ("paid", "refunded"):
+            lifecycle.append(("order_paid", created + timedelta(minutes=rng.randrange(5, 600))))
+        if fate == "cancelled":
+            lifecycle.append(("order_cancelled", created + timedelta(hours=rng.randrange(1, 40))))
+            e["cancelled"] += total * rate
+        if fate == "refunded":
+            lifecycle.append(("order_refunded", created + timedelta(hours=rng.randrange(12, 60))))
+            e["refunded"] += total * rate
+        for event_type, at in lifecycle:
+            event_id = uuid7_at(int(at.timestamp() * 1000), rng.getrandbits(74))
+            amounts = {"@total@": spell_amount(total)}
+            event = {"event_id": spell_id(event_id), "event_type": rng.choice(
+                        [event_type, event_type.upper(), f" {event_type.title()} "]),
+                     "event_time": spell_time(at), "schema_version": 1, "order_id": spell_id(order_id),
+                     "user_id": rng.choice([f"u{n}", None]), "session_id": None, "currency": rng.choice(
+                         [currency, currency.lower()]), "total_amount": "@total@",
+                     "country": rng.choice(countries[code])}
+            if event_type == "order_created":
+                event["items"] = []
+                for i, (product, category, qty, price) in enumerate(items):
+                    amounts[f"@price{i}@"] = spell_amount(price)
+                    event["items"].append({"product_id": product, "category": category, "quantity": qty,
+                                           "unit_price": f"@price{i}@"})
+            kafka_at = at + timedelta(seconds=rng.randrange(1, 30))
+            publish(event, amounts, kafka_at)
+            events_sent += 1
+            if rng.random() < 0.15:          # sent again by a retrying producer, its id spelled otherwise
+                publish(dict(event, event_id=spell_id(event_id)), amounts, kafka_at + timedelta(seconds=5))
+                copies += 1
+    writer = BronzeBatchWriter(store, TOPICS, 65536, "bronze-test", "run")
+    writer.ensure_tables()
+    writer(spark.createDataFrame(rows, KAFKA), 0)
+    writer.close()
+    assert store.read("bronze_quarantine").count() == 0
+    assert store.read("bronze_orders").count() == events_sent + copies
+    _run(store, first - timedelta(days=1), last + timedelta(days=3))
+    assert store.read("silver_rejects").count() == 0
+    audit = store.read("silver_audit").where(F.col("source") == "orders").agg(
+        F.sum("written"), F.sum("duplicates")).first()
+    assert (audit[0], audit[1]) == (events_sent, copies)
+    got = {r.sales_date: r for r in store.read("gold_daily_sales").groupBy("sales_date").agg(
+        F.sum("orders").alias("orders"), F.sum("gmv_usd").alias("gmv"), F.sum("cancelled_gmv_usd").alias("cancelled"),
+        F.sum("refunded_gmv_usd").alias("refunded"), F.sum("net_revenue_usd").alias("net")).collect()}
+    assert sorted(got) == sorted(expected)
+    for day, e in expected.items():
+        g = got[day]
+        assert (g.orders, g.gmv, g.cancelled, g.refunded, g.net) == (
+            e["orders"], e["gmv"], e["cancelled"], e["refunded"], e["gmv"] - e["cancelled"] - e["refunded"]), day
+    got_by_country = {(r.sales_date, r.country): r.gmv for r in store.read("gold_daily_sales")
+                      .groupBy("sales_date", "country").agg(F.sum("gmv_usd").alias("gmv")).collect()}
+    assert got_by_country == by_country
+    got_by_category = {(r.sales_date, r.category): (r.units, r.item_gmv_usd)
+                       for r in store.read("gold_daily_category_sales").collect()}
+    assert got_by_category == by_category
