@@ -523,3 +523,87 @@ def test_odd_but_legal_spellings_of_random_orders_give_the_gold_plain_python_com
     got_by_category = {(r.sales_date, r.category): (r.units, r.item_gmv_usd)
                        for r in store.read("gold_daily_category_sales").collect()}
     assert got_by_category == by_category
+
+
+def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes(spark, store):
+    """30 random sessions around midnight (UTC) with clicks in random order, device and channel
+    as other sources name them (a phone, a PC, cpc, newsletter, "(direct)", nothing), times with
+    other offsets, and orders placed from 12 of them (one placed twice). The funnel per
+    (session_date, device, channel) — sessions, strict steps, steps reached, purchasing
+    sessions — equals plain Python over the same clicks, with the names mapped by hand."""
+    import json
+    import random
+    from datetime import datetime, timezone
+    from shopstream.ids import uuid7_at
+    from rows import KAFKA, TOPICS
+    from shopstream.ingest import BronzeBatchWriter
+
+    rng = random.Random(31)
+    devices = {"Phone": "mobile", "MOBILE": "mobile", "pc": "desktop", " Desktop ": "desktop", "tablet": "tablet",
+               None: "unknown", "smart-tv": "other"}
+    channels = {"cpc": "paid_search", "Organic": "organic", "newsletter": "email", "(direct)": "direct",
+                None: "unknown", "email": "email"}
+    kinds = ["page_view", "product_view", "add_to_cart", "remove_from_cart", "checkout_start"]
+    zones = [("Z", 0), ("+01:00", 60), ("-0500", -300), (" UTC", 0), ("+09", 540)]
+    rows, offsets = [], {"orders": 0, "clicks": 0}
+
+    def publish(topic: str, event: dict, at: datetime) -> None:
+        rows.append((b"k", json.dumps(event).encode(), topic, 0, offsets[topic], at, 0))
+        offsets[topic] += 1
+
+    def spelled(at: datetime) -> str:
+        suffix, minutes = rng.choice(zones)
+        return (at + timedelta(minutes=minutes)).replace(tzinfo=None).isoformat(sep=rng.choice("T ")) + suffix
+
+    steps = ("product_view", "add_to_cart", "checkout_start", "purchase")
+    expected: dict[tuple, dict[str, int]] = {}
+    start0 = datetime(2021, 3, 27, 20, tzinfo=timezone.utc)
+    for n in range(30):
+        sid = f"sess-{n:03d}"
+        start = start0 + timedelta(minutes=rng.randrange(30 * 60))       # 20:00 on the 27th .. 02:00 on the 29th
+        device, channel = rng.choice(list(devices)), rng.choice(list(channels))
+        times = sorted(start + timedelta(seconds=rng.randrange(1, 3 * 3600)) for _ in range(rng.randint(0, 6)))
+        clicks = [("page_view", start)] + [(rng.choice(kinds), t) for t in times]
+        for kind, at in clicks:
+            event = {"event_id": uuid7_at(int(at.timestamp() * 1000), rng.getrandbits(74)),
+                     "event_type": rng.choice([kind, kind.upper()]), "event_time": spelled(at), "schema_version": 1,
+                     "session_id": sid, "user_id": None, "page_url": "/"}
+            if kind != "page_view":
+                event.update(product_id="p1", category="books")
+            # device and channel sent on the session's first click only, as some trackers do
+            if at == start:
+                event.update({k: v for k, v in (("device", device), ("channel", channel)) if v is not None})
+            publish("clicks", event, at + timedelta(seconds=2))
+        first_at = {k: min((t for kind, t in clicks if kind == k), default=None) for k in kinds}
+        if n % 5 in (0, 2) or n == 1:
+            placed = [start + timedelta(minutes=rng.randrange(1, 200)) for _ in range(2 if n == 0 else 1)]
+            for at in placed:
+                order_id = uuid7_at(int(at.timestamp() * 1000), rng.getrandbits(74))
+                publish("orders", order("order_created", order_id, at.strftime("%Y-%m-%d %H:%M:%S"),
+                                        session_id=sid, user_id=None), at + timedelta(seconds=2))
+            first_at["purchase"] = min(placed)
+        key = (start.date(), devices[device], channels[channel])
+        e = expected.setdefault(key, {"sessions": 0, "purchasing": 0, **{s: 0 for s in steps},
+                                      **{f"{s}_reached": 0 for s in steps}})
+        e["sessions"] += 1
+        e["purchasing"] += first_at.get("purchase") is not None
+        previous = None
+        for s in steps:
+            t = first_at.get(s)
+            reached = t is not None and (previous is None or (previous is not False and previous < t))
+            e[s] += reached
+            e[f"{s}_reached"] += t is not None
+            previous = t if reached else False
+    writer = BronzeBatchWriter(store, TOPICS, 65536, "bronze-test", "run")
+    writer.ensure_tables()
+    writer(spark.createDataFrame(rows, KAFKA), 0)
+    writer.close()
+    assert store.read("bronze_quarantine").count() == 0
+    load_fx(store, since=date(2021, 3, 1), until=date(2021, 4, 10))
+    _run(store, date(2021, 3, 26), date(2021, 3, 30), steps=steps)
+    assert store.read("silver_rejects").count() == 0
+    got = {(r.session_date, r.device, r.channel): {
+        "sessions": r.sessions, "purchasing": r.purchasing_sessions,
+        **{s: r[f"{s}_sessions"] for s in steps}, **{f"{s}_reached": r[f"{s}_reached_sessions"] for s in steps}}
+        for r in store.read("gold_daily_funnel").collect()}
+    assert got == expected
