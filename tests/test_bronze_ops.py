@@ -411,8 +411,10 @@ def test_records_of_aborted_kafka_transactions_never_reach_bronze(spark, kafka, 
                            "event_time": "2026-11-01T12:00:00Z", "schema_version": 1,
                            "session_id": f"s{n}"}).encode()
 
+    # the open transaction must outlive the first bronze run (librdkafka's default timeout is 60 s,
+    # after which the broker aborts it; the broker allows up to 15 min)
     producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "transactional.id": f"tx-{names[1]}",
-                         "log_level": 0})
+                         "transaction.timeout.ms": 600_000, "log_level": 0})
     producer.init_transactions(60)
     plan = [(0, "commit"), (1, "abort"), (2, "commit"), (3, "abort"), (4, "open")]
     for txn, end in plan:
