@@ -71,9 +71,10 @@ _NUMBER_WORDS = ("NaN", "Infinity", "-Infinity", "+Infinity", "INF", "+INF", "-I
 # An amount is kept to 18 decimals (decimal(38,18)); the typed parse would round away any digit
 # beyond them, and a JSON number reaches a string field only through a double, so such an
 # amount is found in the record's own text: the field's token (a number, or a string holding
-# one), only in records whose text has 19 digits after a point or an exponent.
+# one), only in records whose text has 19 digits after a point or a value with an exponent (a
+# whole value: the hex digits of an id such as "...-41e5-..." do not open the gate).
 _AMOUNT_TOKEN = r'"{field}"\s*:\s*"?(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'
-_LONG_FRACTION = r"\.[0-9]{19}|[0-9][eE]"
+_LONG_FRACTION = r'\.[0-9]{19}|:\s*"?-?[0-9][0-9.]*[eE][+-]?[0-9]+\s*[,}\]"]'
 
 
 def _with_types(payload: T.StructType, string_as: T.DataType, amount_as: T.DataType | None = None) -> T.StructType:
