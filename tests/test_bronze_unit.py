@@ -32,7 +32,9 @@ def _rec(topic, value, offset, partition=0, ts=TS):
     if value is None:
         return (None, None, topic, partition, offset, ts, 0)
     if isinstance(value, dict):
-        value = json.dumps(value).encode()
+        value = json.dumps(value)
+    if isinstance(value, str):
+        value = value.encode()
     return (b"k", value, topic, partition, offset, ts, 0)
 
 
@@ -123,6 +125,31 @@ CASES = [
      "quarantine", "invalid_format", "total_amount"),
     ("amount string with 19 decimals", "orders", _with(ORDER, total_amount="21.5000000000000000001"),
      "quarantine", "invalid_format", "total_amount"),
+    # JSON has one number type: an integral number in another notation is the integer (pandas and
+    # Java doubles write 2.0); a fraction, however far out, is not
+    ("quantity 2.0 and 3e0", "orders", _with(ORDER, items=[dict(ORDER["items"][0], quantity=2.0),
+                                                           dict(ORDER["items"][0], product_id="p2", quantity=3e0)]),
+     "orders", None, None),
+    ("schema_version 1.0", "clicks", _with(CLICK, schema_version=1.0), "clicks", None, None),
+    ("schema_version 2.0", "orders", _with(ORDER, schema_version=2.0), "quarantine", "unsupported_schema_version",
+     "schema_version=2"),
+    ("quantity 2.5", "orders", _with(ORDER, items=[dict(ORDER["items"][0], quantity=2.5)]), "quarantine",
+     "wrong_type", "items[]"),
+    ("quantity 2.00000000000000001", "orders", json.dumps(ORDER).replace('"quantity": 2', '"quantity": 2.00000000000000001'),
+     "quarantine", "wrong_type", "items[]"),
+    ("quantity 1e10 (out of range)", "orders", json.dumps(ORDER).replace('"quantity": 2', '"quantity": 1e10'),
+     "quarantine", "wrong_type", "items[]"),
+    # a parse reads the first JSON value and would drop what follows it (a batching producer's
+    # second event): the record is not one JSON object
+    ("two objects", "orders", json.dumps(ORDER) + json.dumps(ORDER), "quarantine", "not_json",
+     "text after the JSON object"),
+    ("two JSON lines", "orders", json.dumps(ORDER) + "\n" + json.dumps(ORDER) + "\n", "quarantine", "not_json",
+     "text after the JSON object"),
+    ("object, comma, object", "clicks", json.dumps(CLICK) + "," + json.dumps(CLICK), "quarantine", "not_json",
+     "text after the JSON object"),
+    ("object then text", "clicks", json.dumps(CLICK) + " ok", "quarantine", "not_json", "text after the JSON object"),
+    ("braces inside strings", "clicks", _with(CLICK, page_url="/a}{b},{c}"), "clicks", None, None),
+    ("pretty-printed with a trailing newline", "orders", json.dumps(ORDER, indent=2) + "\n", "orders", None, None),
     ("unit_price number 1075e-20", "orders", json.dumps(ORDER).replace(
         '"unit_price": 10.75', '"unit_price": 1075e-20').encode(), "quarantine", "invalid_format",
      "items[].unit_price"),
@@ -163,6 +190,20 @@ def test_routing_reads_each_record_once_and_quarantines_other_topics(spark):
     assert got[1].click.session_id == CLICK["session_id"] and got[1].order is None
     assert got[2].order is None and got[2].click is None
 
+
+
+def test_integral_numbers_in_other_notations_are_the_integers(spark):
+    """2.0, 2e0, 20E-1 and 2.000 are the JSON number two: the typed row holds the integer."""
+    items = [dict(ORDER["items"][0], product_id=f"p{i}") for i in range(4)]
+    text = json.dumps(_with(ORDER, items=items, schema_version=7))
+    for i, q in enumerate(("2.0", "2e0", "20E-1", "2.000")):
+        text = text.replace(f'"p{i}", "category": "books", "quantity": 2', f'"p{i}", "category": "books", "quantity": {q}')
+    text = text.replace('"schema_version": 7', '"schema_version": 1.0')
+    routed = _routed(spark, [_rec("orders", text, 0)])
+    o = bronze.orders_rows(bronze.with_batch_columns(routed, 1, INGESTED)).first()
+    assert o is not None, routed.first().asDict()
+    assert [i.quantity for i in o.items] == [2, 2, 2, 2] and o.schema_version == 1
+    assert [i.product_id for i in o.items] == ["p0", "p1", "p2", "p3"]
 
 
 def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):

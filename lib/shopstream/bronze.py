@@ -7,12 +7,14 @@ Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_q
   null_value                 a record without a value (a Kafka tombstone)
   oversized                  value longer than bronze.max_record_bytes (not parsed)
   not_utf8                   value is not valid UTF-8
-  not_json                   not a JSON object
+  not_json                   not one JSON object (also: text after the object, such as a second
+                             object of a batching producer, which a parse would silently drop)
   unsupported_schema_version schema_version is an integer other than 1 (its shape is unknown)
   missing_required_field     a field the contract requires for this topic / event_type is absent or null
   unknown_event_type         event_type not one of the topic's types (compared trimmed, case-insensitively)
   wrong_type                 a field has the wrong JSON type: a string field given as a number, boolean,
-                             object or array; an integer given as a string or a fraction; an amount
+                             object or array; an integer given as a string, a fraction or out of
+                             range (an integral number such as 2.0 or 2e0 is the integer); an amount
                              that is not a number or a decimal string
   invalid_format             the right JSON type, the wrong text: event_time not RFC 3339 with an
                              explicit offset (or +hhmm, +hh, a UTC/GMT suffix); an amount string
@@ -75,6 +77,14 @@ _NUMBER_WORDS = ("NaN", "Infinity", "-Infinity", "+Infinity", "INF", "+INF", "-I
 # whole value: the hex digits of an id such as "...-41e5-..." do not open the gate).
 _AMOUNT_TOKEN = r'"{field}"\s*:\s*"?(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'
 _LONG_FRACTION = r'\.[0-9]{19}|:\s*"?-?[0-9][0-9.]*[eE][+-]?[0-9]+\s*[,}\]"]'
+# an integer field's number token (not a string) in the record's text
+_NUMBER_TOKEN = r'"{field}"\s*:\s*(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'
+INTEGER_FIELDS = ("schema_version", "quantity")
+# Spark's JSON parse reads the first value and ignores what follows it. Text after the object is
+# found by reading the record as the body of a JSON array: more than one element is more than one
+# value; where that read fails (it also refuses NaN, which the parse takes), only text after a
+# closing brace that is not a comma, or a text that does not end in one, is text after the object
+_TRAILING_GATE = r'\}\s*[^\s,\]]|[^}\s]\s*$'
 
 
 def _with_types(payload: T.StructType, string_as: T.DataType, amount_as: T.DataType | None = None) -> T.StructType:
@@ -154,12 +164,55 @@ def route_records(df: DataFrame, topics: dict[str, str], max_bytes: int) -> Data
 
 def _decimals_over_18(token: Column) -> Column:
     """A number's text (plain or with an exponent) has a non-zero digit beyond the 18th decimal."""
+    return _decimals_over(token, 18)
+
+
+def _decimals_over(token: Column, limit: int) -> Column:
+    """A number's text (plain or with an exponent) has a non-zero digit beyond the `limit`th decimal."""
     digits = F.regexp_replace(F.regexp_replace(token, r"[eE].*$", ""), r"[-.]", "")
     trailing_zeros = F.length(digits) - F.length(F.regexp_replace(digits, "0+$", ""))
     exponent_text = F.regexp_extract(token, r"[eE]([+-]?[0-9]{1,6})$", 1)
     exponent = F.when(exponent_text != "", exponent_text.cast("int")).otherwise(F.lit(0))
     scale = F.length(F.regexp_extract(token, r"\.([0-9]*)", 1)) - exponent - trailing_zeros
-    return scale > 18
+    return scale > limit
+
+
+def _integral_number_schema(payload: T.StructType) -> T.StructType:
+    """Every field as text, except the integer fields (items' too) as doubles: a number token
+    parses, a string token does not (bar NaN / Infinity, which are not integral)."""
+    def field_type(f: T.StructField) -> T.DataType:
+        if f.name in INTEGER_FIELDS:
+            return T.DoubleType()
+        if isinstance(f.dataType, T.ArrayType) and isinstance(f.dataType.elementType, T.StructType):
+            return T.ArrayType(T.StructType([T.StructField(i.name, field_type(i)) for i in f.dataType.elementType.fields]))
+        return T.StringType()
+    return T.StructType([T.StructField(f.name, field_type(f)) for f in payload.fields])
+
+
+def _with_integral_numbers(e: Column, text: Column, raw: Column, raw_items: Column | None,
+                           payload: T.StructType) -> Column:
+    """The typed payload with integer fields sent as integral numbers in another notation (2.0,
+    2e0, 2.000: JSON has one number type, and pandas or Java doubles write 2.0) read as the
+    integer. Only records with such a field pay for the extra parse; a fraction anywhere in a
+    field's tokens (text, exact: 2.00000000000000001 is not 2) keeps it unread (wrong_type)."""
+    def integral(d: Column, field: str) -> Column:
+        tokens = F.regexp_extract_all(text, F.lit(_NUMBER_TOKEN.format(field=field)), F.lit(1))
+        ok = (d.isNotNull() & ~F.isnan(d) & (d == F.floor(d)) & (F.abs(d) <= 2147483647)
+              & ~F.exists(tokens, lambda t: _decimals_over(t, 0)))
+        return F.when(ok, d.cast("int"))
+    missed = raw["schema_version"].isNotNull() & e["schema_version"].isNull()
+    if raw_items is not None:
+        missed = missed | F.exists(F.arrays_zip(raw_items.alias("r"), F.coalesce(e["items"], F.array()).alias("t")),
+                                   lambda z: z["r"]["quantity"].isNotNull() & z["t"].isNotNull()
+                                   & z["t"]["quantity"].isNull())
+    d = F.from_json(text, _integral_number_schema(payload))
+    fixed = e.withField("schema_version", F.coalesce(e["schema_version"], integral(d["schema_version"], "schema_version")))
+    if raw_items is not None:
+        fixed = fixed.withField("items", F.transform(
+            F.arrays_zip(e["items"].alias("t"), F.coalesce(d["items"], F.array()).alias("d")),
+            lambda z: F.when(z["t"].isNotNull(), z["t"].withField("quantity", F.coalesce(
+                z["t"]["quantity"], integral(z["d"]["quantity"], "quantity"))))))
+    return F.when(e.isNotNull() & F.coalesce(missed, F.lit(False)), fixed).otherwise(e)
 
 
 def _looks_structured(text: Column) -> Column:
@@ -193,6 +246,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
     if kind == "orders":   # parsed once: several checks read it
         parsed = parsed.withColumn(n("_raw_items"), F.coalesce(F.from_json(raw["items"], raw_items_type), F.array()))
         raw_items = F.col(n("_raw_items"))
+    parsed = parsed.withColumn(n("_e"), _with_integral_numbers(e, text, raw, raw_items, payload))
     # the extra parses run only for the records that need them: the number probe where a string
     # field's text could be a number's (or an amount's is not a plain decimal), the boolean /
     # object / array probes where a string field's text could be one of those
@@ -282,7 +336,9 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
     parsed = (parsed.withColumn(n("_missing"), _first_true(required)).withColumn(n("_wrong"), _first_true(wrong))
               .withColumn(n("_invalid"), _first_true(invalid)))
     missing_detail, wrong_detail, invalid_detail = F.col(n("_missing")), F.col(n("_wrong")), F.col(n("_invalid"))
-    not_json = raw.isNull() | raw[_CORRUPT].isNotNull()
+    values = F.json_array_length(F.concat(F.lit("["), text, F.lit("]")))
+    trailing = F.coalesce(F.when(values.isNull(), text.rlike(_TRAILING_GATE)).otherwise(values != 1), F.lit(False))
+    not_json = raw.isNull() | raw[_CORRUPT].isNotNull() | trailing
     reason = (F.when(F.col("value").isNull(), "null_value")
               .when(F.length("value") > max_bytes, "oversized")
               .when(~compat.is_valid_utf8(F.col("value")), "not_utf8")
@@ -295,7 +351,9 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
               .when(invalid_detail.isNotNull(), "invalid_format"))
     detail = (F.when(F.col("value").isNull(), F.lit(None))
               .when(F.length("value") > max_bytes, F.concat(F.lit("bytes="), F.length("value").cast("string")))
-              .when(~compat.is_valid_utf8(F.col("value")) | not_json, F.lit(None))
+              .when(~compat.is_valid_utf8(F.col("value")), F.lit(None))
+              .when(not_json & trailing & raw.isNotNull() & raw[_CORRUPT].isNull(), F.lit("text after the JSON object"))
+              .when(not_json, F.lit(None))
               .when(version.isNotNull() & (version != schemas.SCHEMA_VERSION),
                     F.concat(F.lit("schema_version="), version.cast("string")))
               .when(etype.isNull(), F.lit("event_type"))
