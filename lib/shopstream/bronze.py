@@ -75,10 +75,9 @@ _NUMBER_WORDS = ("NaN", "Infinity", "-Infinity", "+Infinity", "INF", "+INF", "-I
 # amount is found in the record's own text: the field's token (a number, or a string holding
 # one), only in records whose text has 19 digits after a point or a value with an exponent (a
 # whole value: the hex digits of an id such as "...-41e5-..." do not open the gate).
-_AMOUNT_TOKEN = r'"{field}"\s*:\s*"?(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'
+_NUMBER_TOKEN = r'"{field}"\s*:\s*(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'   # a number token
+_AMOUNT_TOKEN = _NUMBER_TOKEN.replace(":\\s*", ':\\s*"?')             # or a string holding one
 _LONG_FRACTION = r'\.[0-9]{19}|:\s*"?-?[0-9][0-9.]*[eE][+-]?[0-9]+\s*[,}\]"]'
-# an integer field's number token (not a string) in the record's text
-_NUMBER_TOKEN = r'"{field}"\s*:\s*(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'
 INTEGER_FIELDS = ("schema_version", "quantity")
 # Spark's JSON parse reads the first value and ignores what follows it. Text after the object is
 # found by reading the record as the body of a JSON array: more than one element is more than one
@@ -160,11 +159,6 @@ def route_records(df: DataFrame, topics: dict[str, str], max_bytes: int) -> Data
             .withColumn("order", F.when(o, F.col("_orders_e")))
             .withColumn("click", F.when(c, F.col("_clicks_e")))
             .drop(*[f"_{k}_{n}" for k in ("orders", "clicks") for n in ("reason", "detail", "e")]))
-
-
-def _decimals_over_18(token: Column) -> Column:
-    """A number's text (plain or with an exponent) has a non-zero digit beyond the 18th decimal."""
-    return _decimals_over(token, 18)
 
 
 def _decimals_over(token: Column, limit: int) -> Column:
@@ -323,7 +317,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
 
         def over_18(field: str) -> Column:
             tokens = F.regexp_extract_all(text, F.lit(_AMOUNT_TOKEN.format(field=field)), F.lit(1))
-            return F.coalesce(long_fraction & F.exists(tokens, _decimals_over_18), F.lit(False))
+            return F.coalesce(long_fraction & F.exists(tokens, lambda t: _decimals_over(t, 18)), F.lit(False))
 
         invalid.append(("total_amount", total_invalid | over_18("total_amount")))
         invalid.append(("items[].unit_price", F.exists(F.col(n("_lines")), lambda c: c["invalid"])
@@ -336,9 +330,11 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
     parsed = (parsed.withColumn(n("_missing"), _first_true(required)).withColumn(n("_wrong"), _first_true(wrong))
               .withColumn(n("_invalid"), _first_true(invalid)))
     missing_detail, wrong_detail, invalid_detail = F.col(n("_missing")), F.col(n("_wrong")), F.col(n("_invalid"))
+    parsed_object = raw.isNotNull() & raw[_CORRUPT].isNull()   # false for the other topic's records
     values = F.json_array_length(F.concat(F.lit("["), text, F.lit("]")))
-    trailing = F.coalesce(F.when(values.isNull(), text.rlike(_TRAILING_GATE)).otherwise(values != 1), F.lit(False))
-    not_json = raw.isNull() | raw[_CORRUPT].isNotNull() | trailing
+    trailing = parsed_object & F.coalesce(F.when(values.isNull(), text.rlike(_TRAILING_GATE))
+                                          .otherwise(values != 1), F.lit(False))
+    not_json = ~parsed_object | trailing
     reason = (F.when(F.col("value").isNull(), "null_value")
               .when(F.length("value") > max_bytes, "oversized")
               .when(~compat.is_valid_utf8(F.col("value")), "not_utf8")
@@ -352,7 +348,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
     detail = (F.when(F.col("value").isNull(), F.lit(None))
               .when(F.length("value") > max_bytes, F.concat(F.lit("bytes="), F.length("value").cast("string")))
               .when(~compat.is_valid_utf8(F.col("value")), F.lit(None))
-              .when(not_json & trailing & raw.isNotNull() & raw[_CORRUPT].isNull(), F.lit("text after the JSON object"))
+              .when(trailing, F.lit("text after the JSON object"))
               .when(not_json, F.lit(None))
               .when(version.isNotNull() & (version != schemas.SCHEMA_VERSION),
                     F.concat(F.lit("schema_version="), version.cast("string")))
