@@ -85,13 +85,31 @@ CASES = [
      "quarantine", "invalid_format", "event_time"),
     ("event_time offset +hh:m", "clicks", _with(CLICK, event_time="2026-11-01T12:00:00+01:0"), "quarantine",
      "invalid_format", "event_time"),
-    ("string field as number", "orders", _with(ORDER, user_id=12345), "quarantine", "wrong_type", "user_id"),
+    # an id field may hold the source's own numbers (a CSV export's user and product ids, pandas'
+    # 17850.0 for an id column with gaps): an integral number there is the id; any other string
+    # field as a number, or an id with a fraction, is the wrong type
+    ("string field as number", "orders", _with(ORDER, currency=978), "quarantine", "wrong_type", "currency"),
+    ("event_time as number", "clicks", _with(CLICK, event_time=1572566400000), "quarantine", "wrong_type", "event_time"),
+    ("user_id as number", "orders", _with(ORDER, user_id=12345), "orders", None, None),
+    ("user_id as pandas float", "orders", _with(ORDER, user_id=17850.0), "orders", None, None),
+    ("user_id with a fraction", "orders", _with(ORDER, user_id=12345.5), "quarantine", "wrong_type", "user_id"),
+    ("user_id 1.0000000000000001", "clicks", json.dumps(_with(CLICK, user_id=7)).replace(
+        '"user_id": 7', '"user_id": 1.0000000000000001'), "quarantine", "wrong_type", "user_id"),
+    ("user_id a float beyond 2^53", "clicks", json.dumps(_with(CLICK, user_id=7)).replace(
+        '"user_id": 7', '"user_id": 9007199254740993.0'), "quarantine", "wrong_type", "user_id"),
+    ("click ids as numbers", "clicks", _with(CLICK, event_type="product_view", user_id=541312140,
+                                             session_id=-4, product_id=3900821, category=2053013552326770886),
+     "clicks", None, None),
     ("string field as object", "clicks", _with(CLICK, session_id={"id": "s1"}), "quarantine", "wrong_type",
      "session_id"),
     ("string field as array", "clicks", _with(CLICK, country=["DE"]), "quarantine", "wrong_type", "country"),
     ("string field as boolean", "orders", _with(ORDER, currency=True), "quarantine", "wrong_type", "currency"),
-    ("item string as number", "orders", _with(ORDER, items=[{"product_id": 7, "category": "books", "quantity": 2,
-                                                            "unit_price": 10.75}]), "quarantine", "wrong_type", "items[]"),
+    ("item ids as numbers", "orders", _with(ORDER, items=[{"product_id": 7, "category": 4.0, "quantity": 2,
+                                                          "unit_price": 10.75}]), "orders", None, None),
+    ("item id with a fraction", "orders", _with(ORDER, items=[{"product_id": 7.5, "category": "books", "quantity": 2,
+                                                              "unit_price": 10.75}]), "quarantine", "wrong_type", "items[]"),
+    ("item id as boolean", "orders", _with(ORDER, items=[{"product_id": True, "category": "books", "quantity": 2,
+                                                         "unit_price": 10.75}]), "quarantine", "wrong_type", "items[]"),
     ("amount string 1e3", "orders", _with(ORDER, total_amount="1e3"), "quarantine", "invalid_format", "total_amount"),
     ("amount string with spaces", "orders", _with(ORDER, total_amount=" 21.50"), "quarantine", "invalid_format",
      "total_amount"),
@@ -204,6 +222,24 @@ def test_integral_numbers_in_other_notations_are_the_integers(spark):
     assert o is not None, routed.first().asDict()
     assert [i.quantity for i in o.items] == [2, 2, 2, 2] and o.schema_version == 1
     assert [i.product_id for i in o.items] == ["p0", "p1", "p2", "p3"]
+
+
+@pytest.mark.spark35
+def test_ids_sent_as_numbers_are_their_digits(spark):
+    """A source's numeric ids land as the digits it sent: a 19-digit category id (beyond a double)
+    to the last digit, pandas' 17850.0 as 17850, 1.785E4 as 17850, a string id unchanged."""
+    click = json.dumps(_with(CLICK, event_type="product_view", user_id=7, session_id="s-1", product_id=3,
+                             category=2)).replace('"user_id": 7', '"user_id": 541312140').replace(
+        '"product_id": 3', '"product_id": 1.785E4').replace('"category": 2', '"category": 2053013552326770886')
+    order = json.dumps(_with(ORDER, user_id=17850.0, session_id=99999999999999999999999, items=[
+        dict(ORDER["items"][0], product_id=85123, category=-12.0)]))
+    routed = _routed(spark, [_rec("clicks", click, 0), _rec("orders", order, 1)])
+    assert [(r.dest, r.reason) for r in routed.orderBy("kafka_offset").collect()] == [("clicks", None), ("orders", None)]
+    c = bronze.clicks_rows(bronze.with_batch_columns(routed, 1, INGESTED)).first()
+    o = bronze.orders_rows(bronze.with_batch_columns(routed, 1, INGESTED)).first()
+    assert (c.user_id, c.session_id, c.product_id, c.category) == ("541312140", "s-1", "17850", "2053013552326770886")
+    assert (o.user_id, o.session_id) == ("17850", "99999999999999999999999")
+    assert [(i.product_id, i.category, i.quantity) for i in o.items] == [("85123", "-12", 2)]
 
 
 def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):

@@ -528,7 +528,8 @@ def test_odd_but_legal_spellings_of_random_orders_give_the_gold_plain_python_com
 def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes(spark, store):
     """30 random sessions around midnight (UTC) with clicks in random order, device and channel
     as other sources name them (a phone, a PC, cpc, newsletter, "(direct)", nothing), times with
-    other offsets, and orders placed from 12 of them (one placed twice). The funnel per
+    other offsets, session, product and category ids as numbers for some (a 19-digit session number
+    that an order names as a number or as a string), and orders placed from 12 of them (one placed twice). The funnel per
     (session_date, device, channel) — sessions, strict steps, steps reached, purchasing
     sessions — equals plain Python over the same clicks, with the names mapped by hand."""
     import json
@@ -558,8 +559,10 @@ def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes
     steps = ("product_view", "add_to_cart", "checkout_start", "purchase")
     expected: dict[tuple, dict[str, int]] = {}
     start0 = datetime(2021, 3, 27, 20, tzinfo=timezone.utc)
+    numbered_customers = 0
     for n in range(30):
-        sid = f"sess-{n:03d}"
+        # a third of the sessions numbered as a CSV export would send them (19 digits: beyond a double)
+        sid = 10**18 + n if n % 3 == 0 else f"sess-{n:03d}"
         start = start0 + timedelta(minutes=rng.randrange(30 * 60))       # 20:00 on the 27th .. 02:00 on the 29th
         device, channel = rng.choice(list(devices)), rng.choice(list(channels))
         times = sorted(start + timedelta(seconds=rng.randrange(1, 3 * 3600)) for _ in range(rng.randint(0, 6)))
@@ -568,8 +571,9 @@ def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes
             event = {"event_id": uuid7_at(int(at.timestamp() * 1000), rng.getrandbits(74)),
                      "event_type": rng.choice([kind, kind.upper()]), "event_time": spelled(at), "schema_version": 1,
                      "session_id": sid, "user_id": None, "page_url": "/"}
-            if kind != "page_view":
-                event.update(product_id="p1", category="books")
+            if kind != "page_view":   # product and category numbers as numbers, pandas' floats too
+                event.update(product_id=rng.choice(["p1", 3900821, 3900821.0]),
+                             category=rng.choice(["books", 2053013552326770886]))
             # device and channel sent on the session's first click only, as some trackers do
             if at == start:
                 event.update({k: v for k, v in (("device", device), ("channel", channel)) if v is not None})
@@ -579,8 +583,12 @@ def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes
             placed = [start + timedelta(minutes=rng.randrange(1, 200)) for _ in range(2 if n == 0 else 1)]
             for at in placed:
                 order_id = uuid7_at(int(at.timestamp() * 1000), rng.getrandbits(74))
+                # the order names a numbered session by number or by its digits as a string; its
+                # customer number as pandas writes a column with gaps
+                user = rng.choice([None, 17850.0])
+                numbered_customers += user is not None
                 publish("orders", order("order_created", order_id, at.strftime("%Y-%m-%d %H:%M:%S"),
-                                        session_id=sid, user_id=None), at + timedelta(seconds=2))
+                                        session_id=rng.choice([sid, str(sid)]), user_id=user), at + timedelta(seconds=2))
             first_at["purchase"] = min(placed)
         key = (start.date(), devices[device], channels[channel])
         e = expected.setdefault(key, {"sessions": 0, "purchasing": 0, **{s: 0 for s in steps},
@@ -607,3 +615,8 @@ def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes
         **{s: r[f"{s}_sessions"] for s in steps}, **{f"{s}_reached": r[f"{s}_reached_sessions"] for s in steps}}
         for r in store.read("gold_daily_funnel").collect()}
     assert got == expected
+    assert 0 < numbered_customers == store.read("silver_orders").where(F.col("user_id") == "17850").count()
+    numbered = store.read("silver_clicks").where(F.col("session_id").startswith("10000000000000000"))
+    assert numbered.select("session_id").distinct().count() == 10
+    assert {r.category for r in store.read("silver_clicks").where(F.col("category").isNotNull()).collect()} == {
+        "books", "2053013552326770886"}

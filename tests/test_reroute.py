@@ -45,10 +45,13 @@ RECORDS = [
      "missing_required_field", "2026-11-01 10:00:04", "clicks"),
     (5, "orders", b'{"event_id": "x", "event_', "not_json", "2026-11-01 10:00:05", None),
     (6, "orders", None, "null_value", "2026-11-01 10:00:06", None),
-    (7, "orders", _without(ORDER, user_id=12345), "wrong_type", "2026-11-01 10:00:07", None),
+    # a customer number sent as a number: an id since 2026-12-02
+    (7, "orders", _without(ORDER, user_id=12345, event_id="019a3e2c-0000-7000-8000-0000000000b7", order_id=oid("r7")),
+     "wrong_type", "2026-11-01 10:00:07", "orders"),
     # valid now, but ingested on D3: after --until, stays
     (8, "clicks", _without(CLICK, "channel", event_id="019a3e2c-0000-7000-8000-0000000000c3"),
      "missing_required_field", "2026-11-03 08:00:00", None),
+    (9, "orders", _without(ORDER, currency=978), "wrong_type", "2026-11-01 10:00:09", None),   # still the wrong type
 ]
 KAFKA = T.StructType([T.StructField("key", T.BinaryType()), T.StructField("value", T.BinaryType()),
                       T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
@@ -79,7 +82,7 @@ def _state(store) -> dict[str, dict[int, tuple]]:
 
 def _check_moved(store, ids: dict[int, str]) -> None:
     state = _state(store)
-    want = {"bronze_orders": {1, 2}, "bronze_clicks": {3, 4}, "bronze_quarantine": {5, 6, 7, 8}}
+    want = {"bronze_orders": {1, 2, 7}, "bronze_clicks": {3, 4}, "bronze_quarantine": {5, 6, 8, 9}}
     assert {t: set(rows) for t, rows in state.items()} == want
     for t in want:                                          # each row once, nothing lost
         assert store.read(t).count() == len(want[t])
@@ -90,16 +93,18 @@ def _check_moved(store, ids: dict[int, str]) -> None:
     assert reasons == {off: RECORDS[off - 1][3] for off in want["bronze_quarantine"]}
     click = store.read("bronze_clicks").where(F.col("kafka_offset") == 3).first()
     assert click.event_time == datetime(2019, 10, 1, 0, 0)
+    assert store.read("bronze_orders").where(F.col("kafka_offset") == 7).first().user_id == "12345"
 
 
 def _reroute_then_rerun(spark, store) -> None:
     ids = _quarantine_as_before(spark, store)
     result = reroute_quarantine(store, TOPICS, 65536, until=D2)
-    assert result.examined == 7                             # offset 8 is after --until
+    assert result.examined == 8                             # offset 8 is after --until
     assert result.by_reason == {("missing_required_field", "orders"): 2, ("invalid_format", "clicks"): 1,
                                 ("missing_required_field", "clicks"): 1, ("not_json", "quarantine"): 1,
-                                ("null_value", "quarantine"): 1, ("wrong_type", "quarantine"): 1}
-    assert result.moved == {"bronze_orders": 2, "bronze_clicks": 2}
+                                ("null_value", "quarantine"): 1, ("wrong_type", "orders"): 1,
+                                ("wrong_type", "quarantine"): 1}
+    assert result.moved == {"bronze_orders": 3, "bronze_clicks": 2}
     assert result.event_dates == [date(2019, 10, 1), D1] and result.ingest_dates == [D1, D2]
     _check_moved(store, ids)
     again = reroute_quarantine(store, TOPICS, 65536, until=D2)   # a rerun moves nothing
@@ -110,12 +115,13 @@ def _reroute_then_rerun(spark, store) -> None:
 def test_records_a_stricter_version_quarantined_move_into_bronze_once(spark, tmp_path):
     store = DeltaStore(spark, tmp_path / "wh")
     _reroute_then_rerun(spark, store)
-    # silver takes them: the order without a country counts (as ZZ), the guest's order too
+    # silver takes them: the order without a country counts (as ZZ), the guest's order and the
+    # numbered customer's too
     ensure_silver_tables(store)
     load_fx(store)
     silver_range(store, D1, D1, SilverSettings(late_days=2))
     got = {r.order_id: (r.country, r.user_id) for r in store.read("silver_orders").collect()}
-    assert got == {oid("r1"): ("ZZ", "u1"), oid("r2"): ("US", None)}
+    assert got == {oid("r1"): ("ZZ", "u1"), oid("r2"): ("US", None), oid("r7"): ("US", "12345")}
 
 
 def test_a_crash_between_the_merge_and_the_quarantine_rewrite_is_finished_by_the_next_run(spark, tmp_path):
@@ -130,7 +136,7 @@ def test_a_crash_between_the_merge_and_the_quarantine_rewrite_is_finished_by_the
     with pytest.raises(RuntimeError, match="killed between"):
         reroute_quarantine(store, TOPICS, 65536, until=D2)
     store.delete_keys = real_delete
-    assert store.read("bronze_quarantine").count() == 8 and store.read("bronze_orders").count() == 2
+    assert store.read("bronze_quarantine").count() == 9 and store.read("bronze_orders").count() == 3
     result = reroute_quarantine(store, TOPICS, 65536, until=D2)
     assert result.moved == {"bronze_orders": 0, "bronze_clicks": 0}   # already in bronze: inserted once
     _check_moved(store, ids)
@@ -153,10 +159,10 @@ def test_a_record_quarantined_while_the_reroute_runs_is_never_touched(spark, tmp
     store.delete_keys = stream_writes_first
     reroute_quarantine(store, TOPICS, 65536, until=D2)
     left = {(r.kafka_partition, r.kafka_offset): r.reason for r in store.read("bronze_quarantine").collect()}
-    assert left == {(0, 5): "not_json", (0, 6): "null_value", (0, 7): "wrong_type",
-                    (0, 8): "missing_required_field", (1, 5): "not_json"}
-    assert {r.kafka_offset for r in store.read("bronze_orders").collect()} == {1, 2}
-    assert set(ids) == {1, 2, 3, 4, 5, 6, 7, 8}
+    assert left == {(0, 5): "not_json", (0, 6): "null_value", (0, 8): "missing_required_field",
+                    (0, 9): "wrong_type", (1, 5): "not_json"}
+    assert {r.kafka_offset for r in store.read("bronze_orders").collect()} == {1, 2, 7}
+    assert set(ids) == {1, 2, 3, 4, 5, 6, 7, 8, 9}
 
 
 def test_a_dry_run_moves_nothing(spark, tmp_path):
@@ -164,7 +170,7 @@ def test_a_dry_run_moves_nothing(spark, tmp_path):
     _quarantine_as_before(spark, store)
     before = _state(store)
     result = reroute_quarantine(store, TOPICS, 65536, until=D3, dry_run=True)
-    assert result.examined == 8 and result.by_reason[("missing_required_field", "clicks")] == 2
+    assert result.examined == 9 and result.by_reason[("missing_required_field", "clicks")] == 2
     assert _state(store) == before
 
 

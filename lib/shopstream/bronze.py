@@ -12,7 +12,8 @@ Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_q
   unsupported_schema_version schema_version is an integer other than 1 (its shape is unknown)
   missing_required_field     a field the contract requires for this topic / event_type is absent or null
   unknown_event_type         event_type not one of the topic's types (compared trimmed, case-insensitively)
-  wrong_type                 a field has the wrong JSON type: a string field given as a number, boolean,
+  wrong_type                 a field has the wrong JSON type: a string field given as a number (an id
+                             field as an integral number is the id's digits), boolean,
                              object or array; an integer given as a string, a fraction or out of
                              range (an integral number such as 2.0 or 2e0 is the integer); an amount
                              that is not a number or a decimal string
@@ -79,6 +80,9 @@ _NUMBER_TOKEN = r'"{field}"\s*:\s*(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'   # a nu
 _AMOUNT_TOKEN = _NUMBER_TOKEN.replace(":\\s*", ':\\s*"?')             # or a string holding one
 _LONG_FRACTION = r'\.[0-9]{19}|:\s*"?-?[0-9][0-9.]*[eE][+-]?[0-9]+\s*[,}\]"]'
 INTEGER_FIELDS = ("schema_version", "quantity")
+# identifiers a source may keep as numbers (a CSV export's user and product numbers, pandas'
+# 17850.0 for an id column with gaps): a JSON number there is the id, as its digits (design §2)
+ID_FIELDS = ("user_id", "session_id", "product_id", "category")
 # Spark's JSON parse reads the first value and ignores what follows it. Text after the object is
 # found by reading the record as the body of a JSON array: more than one element is more than one
 # value; where that read fails (it also refuses NaN, which the parse takes), only text after a
@@ -158,7 +162,20 @@ def route_records(df: DataFrame, topics: dict[str, str], max_bytes: int) -> Data
             # the two topics have different payload types: each topic's `e` in its own column
             .withColumn("order", F.when(o, F.col("_orders_e")))
             .withColumn("click", F.when(c, F.col("_clicks_e")))
-            .drop(*[f"_{k}_{n}" for k in ("orders", "clicks") for n in ("reason", "detail", "e")]))
+            # ids sent as numbers, as their digits (null where none was)
+            .withColumn("order_ids", F.when(o, _ids_struct("orders")))
+            .withColumn("click_ids", F.when(c, _ids_struct("clicks")))
+            .drop(*[f"_{k}_{n}" for k in ("orders", "clicks") for n in ("reason", "detail", "e")],
+                  *[f"_{k}_id_{f}" for k in ("orders", "clicks") for f in _id_columns(k)]))
+
+
+def _id_columns(kind: str) -> list[str]:
+    names = [f for f in _string_fields(PAYLOADS[kind]) if f in ID_FIELDS]
+    return names + ["items"] if kind == "orders" else names
+
+
+def _ids_struct(kind: str) -> Column:
+    return F.struct(*[F.col(f"_{kind}_id_{f}").alias(f) for f in _id_columns(kind)])
 
 
 def _decimals_over(token: Column, limit: int) -> Column:
@@ -207,6 +224,18 @@ def _with_integral_numbers(e: Column, text: Column, raw: Column, raw_items: Colu
             lambda z: F.when(z["t"].isNotNull(), z["t"].withField("quantity", F.coalesce(
                 z["t"]["quantity"], integral(z["d"]["quantity"], "quantity"))))))
     return F.when(e.isNotNull() & F.coalesce(missed, F.lit(False)), fixed).otherwise(e)
+
+
+def _id_from_number(value_text: Column, number: Column, text: Column, field: str) -> Column:
+    """The id a JSON number token in an id field stands for, as text, else null. An integer token
+    is kept as written (Spark copies it digit for digit, any length); an integral number in
+    another notation (17850.0, 1.785E4) is its digits when exact: every token of the field in the
+    record's text has no fraction and the value is below 2^53, where a double holds it exactly."""
+    is_number = number.isNotNull() & ~value_text.isin(*_NUMBER_WORDS)
+    tokens = F.regexp_extract_all(text, F.lit(_NUMBER_TOKEN.format(field=field)), F.lit(1))
+    return (F.when(is_number & value_text.rlike(r"^-?[0-9]+$"), value_text)
+            .when(is_number & ~F.isnan(number) & (number == F.floor(number)) & (F.abs(number) < 2.0 ** 53)
+                  & ~F.exists(tokens, lambda t: _decimals_over(t, 0)), number.cast("long").cast("string")))
 
 
 def _looks_structured(text: Column) -> Column:
@@ -263,6 +292,19 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
     for name, t in probe_types.items():
         parsed = parsed.withColumn(name, F.when(F.col(n("_suspicious")), F.from_json(text, _with_types(payload, t))))
     probes = [F.col(name) for name in probe_types]
+    # an id sent as a number is the id, as its digits: computed once, where the number probe ran
+    # (null elsewhere); the typed rows take it over the parse's text (orders_rows, clicks_rows)
+    # (one column each: a struct of them would be inlined into every field read, copying the checks)
+    id_texts = {f: _id_from_number(raw[f], num[f], text, f) for f in strings if f in ID_FIELDS}
+    if kind == "orders":
+        id_texts["items"] = F.transform(
+            F.arrays_zip(raw_items.alias("r"), F.coalesce(num["items"], F.array()).alias("n")),
+            lambda z: F.struct(*[_id_from_number(z["r"][f], z["n"][f], text, f).alias(f)
+                                 for f in ("product_id", "category")]))
+    for f, id_text in id_texts.items():
+        parsed = parsed.withColumn(n(f"_id_{f}"), F.when(F.col(n("_needs_number")), id_text))
+    ids = {f: F.col(n(f"_id_{f}")) for f in id_texts}
+    id_fields = [f for f in id_texts if f != "items"]
     etype = F.lower(F.trim(raw["event_type"]))
 
     def not_a_string(value_text: Column, number: Column, others: list[Column]) -> Column:
@@ -283,7 +325,8 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
     wrong = [(f.name, raw[f.name].isNotNull() & e[f.name].isNull()) for f in payload.fields
              if not isinstance(f.dataType, T.StringType) and f.name not in schemas.AMOUNT_FIELDS
              and f.name != "items"]
-    wrong += [(f, not_a_string(raw[f], num[f], [p[f] for p in probes])) for f in strings]
+    wrong += [(f, not_a_string(raw[f], num[f], [p[f] for p in probes])
+               & (ids[f].isNull() if f in id_fields else F.lit(True))) for f in strings]
     event_time = F.upper(raw["event_time"])   # RFC 3339's lower-case t and z (Spark parses upper case)
     invalid = [("event_time", event_time.isNotNull() & (~event_time.rlike(RFC3339)
                                                         | F.try_to_timestamp(event_time).isNull()))]
@@ -296,15 +339,15 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
         total_wrong, total_invalid = amount_checks(raw["total_amount"], num["total_amount"], e["total_amount"])
         # items: the raw texts, the number probe and the typed values, element by element
         lines = F.arrays_zip(raw_items.alias("r"), F.coalesce(num["items"], F.array()).alias("n"),
-                             F.coalesce(e["items"], F.array()).alias("t"))
+                             F.coalesce(e["items"], F.array()).alias("t"), F.coalesce(ids["items"], F.array()).alias("i"))
 
         def line_checks(z: Column) -> Column:
             """struct(wrong, invalid) of one item line, evaluated once per line."""
-            r, n, t = z["r"], z["n"], z["t"]
+            r, n, t, i = z["r"], z["n"], z["t"], z["i"]
             price_wrong, price_invalid = amount_checks(r["unit_price"], n["unit_price"], t["unit_price"])
             qty_wrong = F.coalesce(r["quantity"].isNotNull() & t["quantity"].isNull(), F.lit(False))
-            strings_wrong = F.coalesce((n["product_id"].isNotNull() & ~F.isnan(n["product_id"]))
-                                       | (n["category"].isNotNull() & ~F.isnan(n["category"])), F.lit(False))
+            strings_wrong = F.coalesce(F.greatest(*[n[f].isNotNull() & ~F.isnan(n[f]) & i[f].isNull()
+                                                    for f in ("product_id", "category")]), F.lit(False))
             return F.struct((price_wrong | qty_wrong | strings_wrong).alias("wrong"), price_invalid.alias("invalid"))
 
         parsed = parsed.withColumn(n("_lines"), F.transform(lines, line_checks))
@@ -374,10 +417,19 @@ def with_batch_columns(df: DataFrame, batch_id: int, ingested_at: datetime) -> D
 
 def _typed_columns(struct: str, payload: T.StructType) -> list[Column]:
     cols = []
+    ids = F.col(f"{struct}_ids")
     for f in payload.fields:
         c = F.col(f"{struct}.{f.name}")
         if f.name == "event_time":
             c = F.try_to_timestamp(F.upper(c))
+        elif f.name in ID_FIELDS:
+            c = F.coalesce(ids[f.name], c)
+        elif f.name == "items":   # the ids of an item line sent as numbers
+            c = F.when(ids["items"].isNull(), c).otherwise(F.transform(
+                F.arrays_zip(c.alias("t"), F.coalesce(ids["items"], F.array()).alias("i")),
+                lambda z: F.when(z["t"].isNotNull(), z["t"]
+                                 .withField("product_id", F.coalesce(z["i"]["product_id"], z["t"]["product_id"]))
+                                 .withField("category", F.coalesce(z["i"]["category"], z["t"]["category"])))))
         cols.append(c.alias(f.name))
     return cols
 
