@@ -226,12 +226,18 @@ def _with_integral_numbers(e: Column, text: Column, raw: Column, raw_items: Colu
     return F.when(e.isNotNull() & F.coalesce(missed, F.lit(False)), fixed).otherwise(e)
 
 
+def _is_number_token(value_text: Column, number: Column) -> Column:
+    """A string field's value was a JSON number: the number probe read it, and its text is not one
+    of the words Spark's double parser also takes from a string."""
+    return number.isNotNull() & ~value_text.isin(*_NUMBER_WORDS)
+
+
 def _id_from_number(value_text: Column, number: Column, text: Column, field: str) -> Column:
     """The id a JSON number token in an id field stands for, as text, else null. An integer token
     is kept as written (Spark copies it digit for digit, any length); an integral number in
     another notation (17850.0, 1.785E4) is its digits when exact: every token of the field in the
     record's text has no fraction and the value is below 2^53, where a double holds it exactly."""
-    is_number = number.isNotNull() & ~value_text.isin(*_NUMBER_WORDS)
+    is_number = _is_number_token(value_text, number)
     tokens = F.regexp_extract_all(text, F.lit(_NUMBER_TOKEN.format(field=field)), F.lit(1))
     return (F.when(is_number & value_text.rlike(r"^-?[0-9]+$"), value_text)
             .when(is_number & ~F.isnan(number) & (number == F.floor(number)) & (F.abs(number) < 2.0 ** 53)
@@ -294,8 +300,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
     probes = [F.col(name) for name in probe_types]
     # an id sent as a number is the id, as its digits: computed once, where the number probe ran
     # (null elsewhere); the typed rows take it over the parse's text (orders_rows, clicks_rows)
-    # (one column each: a struct of them would be inlined into every field read, copying the checks)
-    id_texts = {f: _id_from_number(raw[f], num[f], text, f) for f in strings if f in ID_FIELDS}
+    id_texts = {f: _id_from_number(raw[f], num[f], text, f) for f in _id_columns(kind) if f != "items"}
     if kind == "orders":
         id_texts["items"] = F.transform(
             F.arrays_zip(raw_items.alias("r"), F.coalesce(num["items"], F.array()).alias("n")),
@@ -309,7 +314,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
 
     def not_a_string(value_text: Column, number: Column, others: list[Column]) -> Column:
         """The field's JSON value was a number, boolean, object or array, not a string."""
-        is_number = number.isNotNull() & ~value_text.isin(*_NUMBER_WORDS)
+        is_number = _is_number_token(value_text, number)
         is_other = F.greatest(*[F.coalesce(o.isNotNull(), F.lit(False)) for o in others])
         return value_text.isNotNull() & (is_number | is_other)
 
@@ -426,7 +431,7 @@ def _typed_columns(struct: str, payload: T.StructType) -> list[Column]:
             c = F.coalesce(ids[f.name], c)
         elif f.name == "items":   # the ids of an item line sent as numbers
             c = F.when(ids["items"].isNull(), c).otherwise(F.transform(
-                F.arrays_zip(c.alias("t"), F.coalesce(ids["items"], F.array()).alias("i")),
+                F.arrays_zip(c.alias("t"), ids["items"].alias("i")),
                 lambda z: F.when(z["t"].isNotNull(), z["t"]
                                  .withField("product_id", F.coalesce(z["i"]["product_id"], z["t"]["product_id"]))
                                  .withField("category", F.coalesce(z["i"]["category"], z["t"]["category"])))))
