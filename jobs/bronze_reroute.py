@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     until = args.until or datetime.now(timezone.utc).date() - timedelta(days=1)
     conf, spark, store = job_context(args, "shopstream-bronze-reroute")
     result = reroute_quarantine(store, dict(conf.get("kafka.topics")), int(conf.get("bronze.max_record_bytes")),
-                                until, args.reason, args.dry_run)
+                                until, args.reason, args.dry_run, conf.get("bronze.event_type_map", {}))
     print(f"\nbronze reroute (ingest dates up to {until}{', dry run' if args.dry_run else ''})")
     print(f"  quarantined records examined: {result.examined}")
     for (reason, dest), n in sorted(result.by_reason.items()):

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
         max_offsets_per_trigger=args.max_offsets_per_trigger or int(conf.get("bronze.max_offsets_per_trigger")),
         max_record_bytes=int(conf.get("bronze.max_record_bytes")),
         fail_on_data_loss=str(conf.get("bronze.fail_on_data_loss", "true")).lower() == "true",
-        isolation_level=str(conf.get("bronze.isolation_level", "read_committed")))
+        isolation_level=str(conf.get("bronze.isolation_level", "read_committed")),
+        event_type_map=conf.get("bronze.event_type_map", {}))
 
     def latest():
         return status.broker_latest_offsets(bootstrap, list(opts.topics.values()))

@@ -242,6 +242,57 @@ def test_ids_sent_as_numbers_are_their_digits(spark):
     assert [(i.product_id, i.category, i.quantity) for i in o.items] == [("85123", "-12", 2)]
 
 
+@pytest.mark.spark35
+def test_a_sources_own_event_type_names_are_mapped_per_topic(spark):
+    """A public clickstream's `view` / `cart` are quarantined (unknown_event_type) until the
+    source's names are configured (bronze.event_type_map); then they land as ours, spelled in any
+    case, while unmapped names (its `purchase` click) stay quarantined and our own names still
+    land. A name is mapped only on the topic it is configured for."""
+    names = {"clicks": {" View ": "product_view", "cart": "Add_To_Cart"}, "orders": {"placed": "order_created"}}
+    records = [_rec("clicks", _with(CLICK, event_type="view", product_id="p1", category="c"), 0),
+               _rec("clicks", _with(CLICK, event_type=" CART", product_id="p1", category="c"), 1),
+               _rec("clicks", _with(CLICK, event_type="purchase", product_id="p1", category="c"), 2),
+               _rec("clicks", _with(CLICK, event_type="Page_View"), 3),
+               _rec("clicks", _with(CLICK, event_type="view"), 4),            # product_view needs its product
+               _rec("orders", _with(ORDER, event_type="view"), 5),            # a clicks name on orders
+               _rec("orders", _with(ORDER, event_type="PLACED"), 6),
+               _rec("orders", _with(ORDER, event_type="placed", items=None), 7)]   # order_created's items
+    before = {r.kafka_offset: (r.dest, r.reason) for r in _routed(spark, records).collect()}
+    assert before == {0: ("quarantine", "unknown_event_type"), 1: ("quarantine", "unknown_event_type"),
+                      2: ("quarantine", "unknown_event_type"), 3: ("clicks", None),
+                      4: ("quarantine", "unknown_event_type"), 5: ("quarantine", "unknown_event_type"),
+                      6: ("quarantine", "unknown_event_type"), 7: ("quarantine", "unknown_event_type")}
+    df = spark.createDataFrame(records, KAFKA)
+    routed = bronze.with_batch_columns(bronze.route_records(
+        bronze.with_kafka_metadata(df), TOPICS, 1024, bronze.event_type_map(names)), 1, INGESTED)
+    got = {r.kafka_offset: (r.dest, r.reason, r.detail) for r in routed.collect()}
+    assert got == {0: ("clicks", None, None), 1: ("clicks", None, None),
+                   2: ("quarantine", "unknown_event_type", "purchase"), 3: ("clicks", None, None),
+                   4: ("quarantine", "missing_required_field", "product_id,category"),
+                   5: ("quarantine", "unknown_event_type", "view"), 6: ("orders", None, None),
+                   7: ("quarantine", "missing_required_field", "items")}
+    clicks = {r.kafka_offset: (r.event_type, json.loads(r.raw_value)["event_type"])
+              for r in bronze.clicks_rows(routed).collect()}
+    assert clicks == {0: ("product_view", "view"), 1: ("add_to_cart", " CART"),
+                      3: ("Page_View", "Page_View")}   # our own names as sent (silver matches them)
+    assert [(r.event_type, r.order_id) for r in bronze.orders_rows(routed).collect()] == [
+        ("order_created", ORDER["order_id"])]
+
+
+@pytest.mark.parametrize("names, message", [
+    ({"clicks": {"view": "product_viewed"}}, "bronze.event_type_map.clicks.view = 'product_viewed': not a clicks event type"),
+    ({"clicks": {"purchase": "order_created"}}, "not a clicks event type"),   # an order is not a click
+    ({"returns": {"r": "order_refunded"}}, "bronze.event_type_map.returns: not a topic"),
+    ({"clicks": {"View": "product_view", " view": "page_view"}}, "maps to both"),
+    ({"clicks": {" ": "page_view"}}, "an empty source name"),
+    ({"clicks": ["view"]}, "must be a table"),
+])
+def test_an_event_type_map_that_cannot_be_applied_is_refused_at_start(names, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        bronze.event_type_map(names)
+    assert bronze.event_type_map({"clicks": {}, "orders": {}}) == {}
+
+
 def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):
     routed = _routed(spark, [_rec("orders", ORDER, 5), _rec("clicks", _with(CLICK, extra=1), 6)])
     o = bronze.orders_rows(bronze.with_batch_columns(routed, 3, INGESTED)).first()

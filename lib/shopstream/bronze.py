@@ -11,7 +11,8 @@ Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_q
                              object of a batching producer, which a parse would silently drop)
   unsupported_schema_version schema_version is an integer other than 1 (its shape is unknown)
   missing_required_field     a field the contract requires for this topic / event_type is absent or null
-  unknown_event_type         event_type not one of the topic's types (compared trimmed, case-insensitively)
+  unknown_event_type         event_type not one of the topic's types (compared trimmed, case-insensitively),
+                             nor a source's own name for one (bronze.event_type_map, `event_type_map`)
   wrong_type                 a field has the wrong JSON type: a string field given as a number (an id
                              field as an integral number is the id's digits), boolean,
                              object or array; an integer given as a string, a fraction or out of
@@ -34,6 +35,7 @@ for a string field, so the token type is only visible this way).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from pyspark.sql import Column, DataFrame, Window
@@ -132,25 +134,64 @@ def with_kafka_metadata(df: DataFrame) -> DataFrame:
     )
 
 
+def event_type_map(value: object) -> dict[str, dict[str, str]]:
+    """conf `bronze.event_type_map` -> {topic kind: {source's name: our event type}}.
+
+    A source with its own names for our event types (a public clickstream's `view` and `cart`)
+    maps them per topic, e.g. `[bronze.event_type_map.clicks]` `view = "product_view"`. Names
+    are matched trimmed and case-insensitively, as our own are; bronze stores our name (the raw
+    value keeps the source's). A target that is not one of the topic's event types, or a topic
+    other than orders / clicks, is a configuration error raised at start, naming the entry."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("bronze.event_type_map must be a table of topic tables "
+                         "([bronze.event_type_map.clicks] view = \"product_view\")")
+    result: dict[str, dict[str, str]] = {}
+    for kind, names in value.items():
+        if kind not in EVENT_TYPES:
+            raise ValueError(f"bronze.event_type_map.{kind}: not a topic (orders or clicks)")
+        if not isinstance(names, Mapping):
+            raise ValueError(f"bronze.event_type_map.{kind} must be a table of source name = event type")
+        mapped: dict[str, str] = {}
+        for name, target in names.items():
+            key = str(name).strip().lower()
+            ours = target.strip().lower() if isinstance(target, str) else None
+            if not key:
+                raise ValueError(f"bronze.event_type_map.{kind}: an empty source name")
+            if ours not in EVENT_TYPES[kind]:
+                raise ValueError(f"bronze.event_type_map.{kind}.{name} = {target!r}: not a {kind} event type "
+                                 f"({', '.join(EVENT_TYPES[kind])})")
+            if mapped.get(key, ours) != ours:
+                raise ValueError(f"bronze.event_type_map.{kind}: {key!r} maps to both {mapped[key]!r} and {ours!r}")
+            mapped[key] = ours
+        if mapped:
+            result[kind] = mapped
+    return result
+
+
 def _first_true(conds: list[tuple[str, Column]]) -> Column:
     """Comma-separated names whose condition holds (null when none)."""
     names = F.array_compact(F.array(*[F.when(c, F.lit(n)) for n, c in conds]))
     return F.when(F.size(names) > 0, F.array_join(names, ","))
 
 
-def route_records(df: DataFrame, topics: dict[str, str], max_bytes: int) -> DataFrame:
+def route_records(df: DataFrame, topics: dict[str, str], max_bytes: int,
+                  event_types: Mapping[str, Mapping[str, str]] | None = None) -> DataFrame:
     """Tag each record (output of with_kafka_metadata) with dest, reason, detail and `e`.
 
     `e` is the typed payload struct for valid records; `topics` maps logical names
-    ('orders', 'clicks') to the configured Kafka topic names.
+    ('orders', 'clicks') to the configured Kafka topic names; `event_types` a source's own
+    event type names per topic (`event_type_map`), stored as ours.
     """
+    event_types = event_types or {}
     # one pass over the batch: each topic's parse runs only on its own records (CASE WHEN
     # evaluates a branch only where its condition holds). A union of one filtered branch per topic
     # read every Kafka partition once per branch (3 reads; bench/freshness.py: 18 tasks for 6
     # partitions in the routing job and in every MERGE over the cached batch)
     is_topic = {kind: F.col("topic") == topics[kind] for kind in ("orders", "clicks")}
     for kind in ("orders", "clicks"):
-        df = _route_topic(df, kind, max_bytes, is_topic[kind])
+        df = _route_topic(df, kind, max_bytes, is_topic[kind], event_types.get(kind, {}))
     o, c = is_topic["orders"], is_topic["clicks"]
     reason = F.when(o, F.col("_orders_reason")).when(c, F.col("_clicks_reason")).otherwise(F.lit("unknown_topic"))
     detail = F.when(o, F.col("_orders_detail")).when(c, F.col("_clicks_detail")).otherwise(F.col("topic"))
@@ -248,7 +289,7 @@ def _looks_structured(text: Column) -> Column:
     return text.isin("true", "false") | text.startswith("{") | text.startswith("[")
 
 
-def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> DataFrame:
+def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column, names: Mapping[str, str]) -> DataFrame:
     """Adds _<kind>_reason, _<kind>_detail and _<kind>_e, meaningful where `mine` (the record is
     from this kind's topic) holds; the parses run only there. Intermediate columns are named
     _<kind>_... so both topics' columns can live side by side."""
@@ -311,6 +352,13 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
     ids = {f: F.col(n(f"_id_{f}")) for f in id_texts}
     id_fields = [f for f in id_texts if f != "items"]
     etype = F.lower(F.trim(raw["event_type"]))
+    if names:   # a source's own names for our event types: checked and stored as ours
+        ours = None
+        for name, target in sorted(names.items()):
+            ours = (F if ours is None else ours).when(etype == name, F.lit(target))
+        parsed = parsed.withColumn(n("_etype"), F.coalesce(ours, etype))
+        etype = F.col(n("_etype"))
+        parsed = parsed.withColumn(n("_e"), e.withField("event_type", F.coalesce(ours, e["event_type"])))
 
     def not_a_string(value_text: Column, number: Column, others: list[Column]) -> Column:
         """The field's JSON value was a number, boolean, object or array, not a string."""
@@ -409,7 +457,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column) -> Data
             .withColumn(n("_reason"), reason)
             .withColumn(n("_detail"), detail)
             .drop(n("_raw"), n("_raw_items"), n("_lines"), n("_num"), n("_needs_number"), n("_suspicious"),
-                  *probe_types, n("_missing"), n("_wrong"), n("_invalid")))
+                  *probe_types, n("_missing"), n("_wrong"), n("_invalid"), n("_etype")))
 
 
 def with_batch_columns(df: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:

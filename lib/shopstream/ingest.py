@@ -93,10 +93,12 @@ class BronzeBatchWriter:
     """
 
     def __init__(self, store: Store, topics: dict[str, str], max_record_bytes: int,
-                 query_name: str, run_id: str, latest_offsets=None) -> None:
+                 query_name: str, run_id: str, latest_offsets=None,
+                 event_types: dict[str, dict[str, str]] | None = None) -> None:
         self.store = store
         self.topics = dict(topics)
         self.max_record_bytes = max_record_bytes
+        self.event_types = bronze.event_type_map(event_types)
         self.query_name = query_name
         self.run_id = run_id
         self.latest_offsets = latest_offsets
@@ -127,7 +129,8 @@ class BronzeBatchWriter:
         would otherwise pay every time (bench/freshness.py)."""
         return (kafka_df
                 .transform(bronze.with_kafka_metadata)
-                .transform(lambda df: bronze.route_records(df, self.topics, self.max_record_bytes)))
+                .transform(lambda df: bronze.route_records(df, self.topics, self.max_record_bytes,
+                                                             self.event_types)))
 
     def route(self, batch_df: DataFrame, batch_id: int, ingested_at: datetime) -> DataFrame:
         """The batch's routed rows with its batch columns; raw Kafka rows (a static DataFrame

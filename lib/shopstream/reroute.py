@@ -56,7 +56,8 @@ def _as_kafka_rows(quarantine):
 
 
 def reroute_quarantine(store: Store, topics: dict[str, str], max_record_bytes: int, until: date,
-                       reasons: list[str] | None = None, dry_run: bool = False) -> RerouteResult:
+                       reasons: list[str] | None = None, dry_run: bool = False,
+                       event_types: dict[str, dict[str, str]] | None = None) -> RerouteResult:
     """Move the quarantined records of ingest dates <= `until` (and, given, of these reasons)
     that this version's contract routes to bronze_orders / bronze_clicks (module docstring)."""
     t0 = time.monotonic()
@@ -65,7 +66,8 @@ def reroute_quarantine(store: Store, topics: dict[str, str], max_record_bytes: i
     q = store.read(TABLES["quarantine"].name).where(F.col("ingest_date") <= F.lit(until))
     if reasons:
         q = q.where(F.col("reason").isin(list(reasons)))
-    routed = bronze.route_records(_as_kafka_rows(q), topics, max_record_bytes).localCheckpoint(eager=True)
+    routed = bronze.route_records(_as_kafka_rows(q), topics, max_record_bytes,
+                                  bronze.event_type_map(event_types)).localCheckpoint(eager=True)
     result = RerouteResult(examined=routed.count())
     result.by_reason = {(r.old_reason, r.dest): r["count"] for r in
                         routed.groupBy("old_reason", "dest").count().collect()}

@@ -8,12 +8,12 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from shopstream import locations
+from shopstream import bronze, locations
 from shopstream.ingest import BronzeBatchWriter
 from shopstream.spark import local_cores
 from shopstream.stores.base import Store
@@ -110,8 +110,11 @@ class StreamOptions:
     # bronze; an open transaction holds back the records after it until it ends. Kafka's own
     # default, read_uncommitted, ingested aborted records as events (tested)
     isolation_level: str = "read_committed"
+    # a source's own event type names per topic (conf bronze.event_type_map; bronze.event_type_map())
+    event_type_map: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.event_type_map = bronze.event_type_map(self.event_type_map)
         if self.isolation_level not in ("read_committed", "read_uncommitted"):
             raise ValueError(f"bronze.isolation_level must be read_committed or read_uncommitted, "
                              f"not {self.isolation_level!r}")
@@ -145,7 +148,7 @@ def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_
     lock = CheckpointLock(opts.checkpoint)
     try:
         writer = BronzeBatchWriter(store, opts.topics, opts.max_record_bytes, opts.query_name,
-                                   run_id_for(spark, opts.checkpoint), latest_offsets)
+                                   run_id_for(spark, opts.checkpoint), latest_offsets, opts.event_type_map)
         writer.checkpoint_lock = lock
         writer.ensure_tables()
     except BaseException:
