@@ -188,6 +188,8 @@ def test_a_second_query_on_a_checkpoint_fails_fast(spark, kafka, fresh_topics, t
     assert not DeltaStore(spark, tmp_path / "wh").exists("bronze_orders")   # nothing written by either
 
 
+# extended since 2026-12-02: the default run passed 90 min on a slow day (CI's limit); ~2 min each
+@pytest.mark.extended
 def test_sigterm_to_spark_submit_finishes_the_batch_and_exits_0(spark, kafka, fresh_topics, base_conf, tmp_path):
     records, truth = _generated(base_conf, seed=61, sessions=80)
     publish(records, kafka.bootstrap_servers, fresh_topics, progress=lambda _: None)
@@ -243,6 +245,8 @@ def test_broker_outage_is_visible_and_the_stream_resumes_exactly(spark, base_con
     assert batches.where(F.col("end_offsets").isNull()).count() == 0
 
 
+# extended since 2026-12-02: the default run passed 90 min on a slow day (CI's limit); ~2 min each
+@pytest.mark.extended
 def test_a_recreated_topic_stops_bronze_with_what_to_do_and_that_replay_loses_and_duplicates_nothing(
         spark, kafka, fresh_topics, base_conf, tmp_path):
     """Both topics deleted and re-created under bronze's checkpoint, with fewer records than it
