@@ -271,6 +271,8 @@ def test_rerun_changes_nothing_and_a_range_equals_single_days(spark, tmp_path, f
     assert (s9.session_date, s9.page_views, s9.product_views) == (D1, 1, 1)
 
 
+# extended since 2026-12-02: the default run passed 90 min on a slow day (CI's limit)
+@pytest.mark.extended
 def test_keys_unique_and_not_null(spark, store, fx):
     f, _, _ = _lifecycle_feed()
     f.load(spark, store)
