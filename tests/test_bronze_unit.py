@@ -293,6 +293,13 @@ def test_an_event_type_map_that_cannot_be_applied_is_refused_at_start(names, mes
     assert bronze.event_type_map({"clicks": {}, "orders": {}}) == {}
 
 
+def test_an_event_type_maps_names_are_trimmed_as_records_are():
+    """Records' event types are compared after Spark's trim, which strips spaces only: a name is
+    trimmed the same way, or a tab in it would never match a record that has one."""
+    assert bronze.event_type_map({"clicks": {" View ": "product_view", "\tcart": "add_to_cart"}}) == {
+        "clicks": {"view": "product_view", "\tcart": "add_to_cart"}}
+
+
 def test_typed_bronze_rows_keep_raw_payload_and_utc_times(spark):
     routed = _routed(spark, [_rec("orders", ORDER, 5), _rec("clicks", _with(CLICK, extra=1), 6)])
     o = bronze.orders_rows(bronze.with_batch_columns(routed, 3, INGESTED)).first()

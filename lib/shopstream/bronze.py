@@ -155,7 +155,7 @@ def event_type_map(value: object) -> dict[str, dict[str, str]]:
             raise ValueError(f"bronze.event_type_map.{kind} must be a table of source name = event type")
         mapped: dict[str, str] = {}
         for name, target in names.items():
-            key = str(name).strip().lower()
+            key = str(name).strip(" ").lower()   # as F.trim, which strips spaces only (not tabs, NBSP)
             ours = target.strip().lower() if isinstance(target, str) else None
             if not key:
                 raise ValueError(f"bronze.event_type_map.{kind}: an empty source name")
