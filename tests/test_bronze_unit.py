@@ -133,6 +133,12 @@ CASES = [
      "order_teleported"),
     ("click type on orders topic", "orders", _with(ORDER, event_type="page_view"), "quarantine",
      "unknown_event_type", "page_view"),
+    # the type's JSON token decides before the name: a number, boolean or object is the wrong type
+    ("event_type as a number", "clicks", _with(CLICK, event_type=3), "quarantine", "wrong_type", "event_type"),
+    ("event_type as boolean", "orders", _with(ORDER, event_type=True), "quarantine", "wrong_type", "event_type"),
+    ("event_type as object", "clicks", _with(CLICK, event_type={"name": "page_view"}), "quarantine", "wrong_type",
+     "event_type"),
+    ("event_type '3' as a string", "clicks", _with(CLICK, event_type="3"), "quarantine", "unknown_event_type", "3"),
     ("oversized", "clicks", _with(CLICK, padding="x" * 2000), "quarantine", "oversized", None),
     ("extra fields kept", "clicks", _with(CLICK, extra={"a": 1}), "clicks", None, None),
     # RFC 8259 §8.1: a parser may ignore a byte order mark

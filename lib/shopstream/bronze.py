@@ -12,7 +12,9 @@ Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_q
   unsupported_schema_version schema_version is an integer other than 1 (its shape is unknown)
   missing_required_field     a field the contract requires for this topic / event_type is absent or null
   unknown_event_type         event_type not one of the topic's types (compared trimmed, case-insensitively),
-                             nor a source's own name for one (bronze.event_type_map, `event_type_map`)
+                             nor a source's own name for one (bronze.event_type_map, `event_type_map`);
+                             an event_type that is not a JSON string (a number, boolean, object,
+                             array) is wrong_type, detail `event_type`
   wrong_type                 a field has the wrong JSON type: a string field given as a number (an id
                              field as an integral number is the id's digits), boolean,
                              object or array; an integer given as a string, a fraction or out of
@@ -423,6 +425,10 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column, names: 
             required.append((f, etype.isin(list(schemas.PRODUCT_CLICK_TYPES)) & raw[f].isNull()))
 
     version = e["schema_version"]
+    # an event_type sent as a number, boolean, object or array is the wrong type, not an unknown
+    # type (its text would name no type anyway)
+    etype_wrong = F.coalesce(not_a_string(raw["event_type"], num["event_type"], [p["event_type"] for p in probes]),
+                             F.lit(False))
     parsed = (parsed.withColumn(n("_missing"), _first_true(required)).withColumn(n("_wrong"), _first_true(wrong))
               .withColumn(n("_invalid"), _first_true(invalid)))
     missing_detail, wrong_detail, invalid_detail = F.col(n("_missing")), F.col(n("_wrong")), F.col(n("_invalid"))
@@ -437,6 +443,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column, names: 
               .when(not_json, "not_json")
               .when(version.isNotNull() & (version != schemas.SCHEMA_VERSION), "unsupported_schema_version")
               .when(etype.isNull(), "missing_required_field")
+              .when(etype_wrong, "wrong_type")
               .when(~etype.isin(list(EVENT_TYPES[kind])), "unknown_event_type")
               .when(missing_detail.isNotNull(), "missing_required_field")
               .when(wrong_detail.isNotNull(), "wrong_type")
@@ -449,6 +456,7 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column, names: 
               .when(version.isNotNull() & (version != schemas.SCHEMA_VERSION),
                     F.concat(F.lit("schema_version="), version.cast("string")))
               .when(etype.isNull(), F.lit("event_type"))
+              .when(etype_wrong, F.lit("event_type"))
               .when(~etype.isin(list(EVENT_TYPES[kind])), raw["event_type"])
               .when(missing_detail.isNotNull(), missing_detail)
               .when(wrong_detail.isNotNull(), wrong_detail)
