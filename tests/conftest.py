@@ -28,8 +28,9 @@ TEST_SPARK_CONF = {
     # expressions interpreted, not compiled (Spark's own test mode): the tests' batches are a few
     # rows, and compiling every stage's code cost more than running it. Silver and gold for 3 dates
     # on a few events, side by side in fresh processes: 170 s with code generation, 125 s without.
-    # The jobs the tests start as processes (bronze crash and restarts, end to end, Snowflake
-    # end to end) run as production does, with code generation
+    # The jobs the tests start as processes (kill at each commit boundary, bronze ops, fx_rates,
+    # the Snowflake end to end's jobs on the 3.5 line) and the demo run as production does, with
+    # code generation; the in-process end-to-end tests run interpreted
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }

@@ -426,9 +426,8 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column, names: 
 
     version = e["schema_version"]
     # an event_type sent as a number, boolean, object or array is the wrong type, not an unknown
-    # type (its text would name no type anyway)
-    etype_wrong = F.coalesce(not_a_string(raw["event_type"], num["event_type"], [p["event_type"] for p in probes]),
-                             F.lit(False))
+    # type (its text would name no type anyway): the string fields' own check, taken first
+    etype_wrong = F.coalesce(dict(wrong)["event_type"], F.lit(False))
     parsed = (parsed.withColumn(n("_missing"), _first_true(required)).withColumn(n("_wrong"), _first_true(wrong))
               .withColumn(n("_invalid"), _first_true(invalid)))
     missing_detail, wrong_detail, invalid_detail = F.col(n("_missing")), F.col(n("_wrong")), F.col(n("_invalid"))
