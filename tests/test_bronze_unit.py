@@ -89,7 +89,21 @@ CASES = [
     # 17850.0 for an id column with gaps): an integral number there is the id; any other string
     # field as a number, or an id with a fraction, is the wrong type
     ("string field as number", "orders", _with(ORDER, currency=978), "quarantine", "wrong_type", "currency"),
-    ("event_time as number", "clicks", _with(CLICK, event_time=1572566400000), "quarantine", "wrong_type", "event_time"),
+    # an event_time may be a Unix time as a JSON number, in the one unit (s, ms, us, ns) that puts it
+    # between 1973 and 2286; a number no unit places there, or a string of digits, is not a time
+    ("event_time as epoch ms", "clicks", _with(CLICK, event_time=1572566400000), "clicks", None, None),
+    ("event_time as epoch seconds", "orders", _with(ORDER, event_time=1572566400), "orders", None, None),
+    ("event_time a yyyyMMdd number", "clicks", _with(CLICK, event_time=20191101), "quarantine", "invalid_format",
+     "event_time"),
+    ("event_time a number between the units' ranges", "orders", _with(ORDER, event_time=50000000000),
+     "quarantine", "invalid_format", "event_time"),
+    ("event_time a negative number", "clicks", _with(CLICK, event_time=-1572566400), "quarantine", "invalid_format",
+     "event_time"),
+    ("event_time epoch digits in a string", "clicks", _with(CLICK, event_time="1572566400000"), "quarantine",
+     "invalid_format", "event_time"),
+    ("event_time as boolean", "clicks", _with(CLICK, event_time=True), "quarantine", "wrong_type", "event_time"),
+    ("event_time as object", "orders", _with(ORDER, event_time={"ms": 1572566400000}), "quarantine", "wrong_type",
+     "event_time"),
     ("user_id as number", "orders", _with(ORDER, user_id=12345), "orders", None, None),
     ("user_id as pandas float", "orders", _with(ORDER, user_id=17850.0), "orders", None, None),
     ("user_id with a fraction", "orders", _with(ORDER, user_id=12345.5), "quarantine", "wrong_type", "user_id"),
@@ -349,6 +363,32 @@ def test_an_event_time_with_another_explicit_offset_is_its_instant(spark, sent):
     iso = sent.upper().replace(" UTC", "+00:00").replace("UTC", "+00:00").replace(" GMT", "+00:00").replace(" +", "+")
     want = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc).replace(tzinfo=None)
     assert c.event_time == want == datetime(2019, 10, 1, 0, 0)
+
+
+# (token, the instant written out by hand: 2019-11-01 is 1572566400 s after the epoch)
+UNIX_TIMES = [
+    ("1572566400", "2019-11-01T00:00:00"), ("1572566400.5", "2019-11-01T00:00:00.500000"),
+    ("1572566400123", "2019-11-01T00:00:00.123000"), ("1.5725664001234E12", "2019-11-01T00:00:00.123400"),
+    ("1572566400123456", "2019-11-01T00:00:00.123456"), ("1572566400123456789", "2019-11-01T00:00:00.123456"),
+    ("1572566400.1234567891", "2019-11-01T00:00:00.123456"), ("1e9", "2001-09-09T01:46:40"),
+    ("100000000", "1973-03-03T09:46:40"), ("9999999999999", "2286-11-20T17:46:39.999000")]
+
+
+@pytest.mark.spark35
+def test_an_event_time_sent_as_a_unix_time_is_its_instant(spark):
+    """The value is read from the record's own text (a double would lose the microseconds of
+    1572566400.123456789 s), in the unit whose range holds it (s, ms, us, ns); digits beyond the
+    microsecond are cut, as an RFC 3339 fraction's are. The instants are written out by hand, so
+    the test does not repeat the code's arithmetic."""
+    texts = [json.dumps(_with(ORDER, event_time=0)).replace('"event_time": 0', f'"event_time": {token}')
+             for token, _ in UNIX_TIMES]
+    routed = _routed(spark, [_rec("orders", t.encode(), i) for i, t in enumerate(texts)])
+    assert sorted((r.kafka_offset, r.dest, r.reason) for r in routed.collect()) == [
+        (i, "orders", None) for i in range(len(UNIX_TIMES))]
+    got = {r.kafka_offset: r for r in bronze.orders_rows(bronze.with_batch_columns(routed, 0, INGESTED)).collect()}
+    for i, (token, instant) in enumerate(UNIX_TIMES):
+        assert got[i].event_time == datetime.fromisoformat(instant), token
+        assert json.loads(got[i].raw_value)["event_time"] == json.loads(token)   # the raw payload keeps the number
 
 
 def test_ingestion_id_is_deterministic_per_kafka_coordinate(spark):

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
@@ -389,10 +389,18 @@ def test_the_fx_rates_job_downloads_from_its_url_and_fails_without_leaking_crede
     assert f"from http://{host}/eurofxref-hist.zip" in out
 
 
+def unix_time(at: datetime, rng) -> int:
+    """`at` as a Unix time in a random unit (s, ms, us, ns), as a producer's JSON number would
+    carry it: exact integer arithmetic on the instant (seconds only where it is whole)."""
+    micros = (at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    unit = rng.choice(["s", "ms", "us", "ns"] if micros % 1_000_000 == 0 else ["us", "ns"])
+    return {"s": micros // 1_000_000, "ms": micros // 1000, "us": micros, "ns": micros * 1000}[unit]
+
+
 def test_odd_but_legal_spellings_of_random_orders_give_the_gold_plain_python_computes(spark, store):
     """40 random orders of a shop of 2021 (around the EU's clock change), each field spelled as
     somebody else's producer might: ids upper-case or bare hex, event types in any case with
-    spaces, event times with other offsets and forms, amounts as numbers, decimal strings, with
+    spaces, event times with other offsets and forms or as Unix times in s, ms, us or ns, amounts as numbers, decimal strings, with
     trailing zeros or exponents, countries as names, alpha-3 or lower-case codes; some events sent
     twice under another spelling of their id. Gold per creation date (orders, GMV, cancelled,
     refunded, net), per country and per category equals plain Python over the same orders
@@ -417,7 +425,9 @@ def test_odd_but_legal_spellings_of_random_orders_give_the_gold_plain_python_com
     def spell_id(u: str) -> str:
         return rng.choice([u, u.upper(), u.replace("-", ""), u.upper().replace("-", "")])
 
-    def spell_time(at: datetime) -> str:
+    def spell_time(at: datetime) -> str | int:
+        if rng.random() < 0.25:
+            return unix_time(at, rng)
         suffix, minutes = rng.choice(zones)
         local = (at + timedelta(minutes=minutes)).replace(tzinfo=None)
         text = local.isoformat(sep=rng.choice("T "), timespec=rng.choice(["seconds", "milliseconds"])) + suffix
@@ -529,7 +539,7 @@ def test_odd_but_legal_spellings_of_random_orders_give_the_gold_plain_python_com
 def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes(spark, store):
     """30 random sessions around midnight (UTC) with clicks in random order, device and channel
     as other sources name them (a phone, a PC, cpc, newsletter, "(direct)", nothing), times with
-    other offsets, session, product and category ids as numbers for some (a 19-digit session number
+    other offsets or as Unix times, session, product and category ids as numbers for some (a 19-digit session number
     that an order names as a number or as a string), and orders placed from 12 of them (one placed twice). The funnel per
     (session_date, device, channel) — sessions, strict steps, steps reached, purchasing
     sessions — equals plain Python over the same clicks, with the names mapped by hand."""
@@ -553,7 +563,9 @@ def test_random_sessions_spelled_otherwise_give_the_funnel_plain_python_computes
         rows.append((b"k", json.dumps(event).encode(), topic, 0, offsets[topic], at, 0))
         offsets[topic] += 1
 
-    def spelled(at: datetime) -> str:
+    def spelled(at: datetime) -> str | int:
+        if rng.random() < 0.25:
+            return unix_time(at, rng)
         suffix, minutes = rng.choice(zones)
         return (at + timedelta(minutes=minutes)).replace(tzinfo=None).isoformat(sep=rng.choice("T ")) + suffix
 

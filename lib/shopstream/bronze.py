@@ -21,7 +21,8 @@ Every Kafka record ends in exactly one of bronze_orders, bronze_clicks, bronze_q
                              range (an integral number such as 2.0 or 2e0 is the integer); an amount
                              that is not a number or a decimal string
   invalid_format             the right JSON type, the wrong text: event_time not RFC 3339 with an
-                             explicit offset (or +hhmm, +hh, a UTC/GMT suffix); an amount string
+                             explicit offset (or +hhmm, +hh, a UTC/GMT suffix), nor a number that
+                             is a Unix time in s, ms, us or ns between 1973 and 2286; an amount string
                              not a plain decimal (e.g. "1e3"); an amount with a non-zero digit
                              beyond the 18th decimal (never rounded); an event_id / order_id that
                              is not a UUID
@@ -81,6 +82,7 @@ _NUMBER_WORDS = ("NaN", "Infinity", "-Infinity", "+Infinity", "INF", "+INF", "-I
 # one), only in records whose text has 19 digits after a point or a value with an exponent (a
 # whole value: the hex digits of an id such as "...-41e5-..." do not open the gate).
 _NUMBER_TOKEN = r'"{field}"\s*:\s*(-?[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)'   # a number token
+_NUMBER_SYNTAX = r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"   # a JSON number's (the token pattern is looser)
 _AMOUNT_TOKEN = _NUMBER_TOKEN.replace(":\\s*", ':\\s*"?')             # or a string holding one
 _LONG_FRACTION = r'\.[0-9]{19}|:\s*"?-?[0-9][0-9.]*[eE][+-]?[0-9]+\s*[,}\]"]'
 INTEGER_FIELDS = ("schema_version", "quantity")
@@ -208,7 +210,10 @@ def route_records(df: DataFrame, topics: dict[str, str], max_bytes: int,
             # ids sent as numbers, as their digits (null where none was)
             .withColumn("order_ids", F.when(o, _ids_struct("orders")))
             .withColumn("click_ids", F.when(c, _ids_struct("clicks")))
-            .drop(*[f"_{k}_{n}" for k in ("orders", "clicks") for n in ("reason", "detail", "e")],
+            # an event_time sent as a Unix time, as its instant (null where none was)
+            .withColumn("order_epoch", F.when(o, F.col("_orders_epoch")))
+            .withColumn("click_epoch", F.when(c, F.col("_clicks_epoch")))
+            .drop(*[f"_{k}_{n}" for k in ("orders", "clicks") for n in ("reason", "detail", "e", "epoch")],
                   *[f"_{k}_id_{f}" for k in ("orders", "clicks") for f in _id_columns(k)]))
 
 
@@ -287,6 +292,30 @@ def _id_from_number(value_text: Column, number: Column, text: Column, field: str
                   & ~F.exists(tokens, lambda t: _decimals_over(t, 0)), number.cast("long").cast("string")))
 
 
+# a Unix time sent as a JSON number (design §2): read in the one unit that puts it between
+# 1973-03-03 and 2286-11-20: [lower, upper) of the value per unit, and its microseconds per unit
+EPOCH_UNITS = (("s", 1e8, 1e10, 1_000_000), ("ms", 1e11, 1e13, 1_000), ("us", 1e14, 1e16, 1), ("ns", 1e17, 1e19, None))
+
+
+def _epoch_time(value_text: Column, number: Column, text: Column) -> Column:
+    """The instant an event_time sent as a JSON number stands for, else null. The value is read
+    exactly from the record's own token (Spark hands a number to a string field as a double's
+    text), in the unit whose range holds it; a value in none of them (a yyyyMMdd number, a
+    negative or a zero) is null, so the field is invalid_format. Digits beyond the microsecond
+    are cut, as in an RFC 3339 fraction."""
+    tokens = F.regexp_extract_all(text, F.lit(_NUMBER_TOKEN.format(field="event_time")), F.lit(1))
+    # the top-level field's token: the one whose value the number probe read
+    token = F.get(F.filter(tokens, lambda t: F.when(t.rlike(_NUMBER_SYNTAX), t.cast("double")) == number), 0)
+    # cast only where it fits (an ANSI cast fails on an overflow)
+    v = F.when((number > 0) & (number < EPOCH_UNITS[-1][2]), token.cast("decimal(38,9)"))
+    micros = None
+    for _, lower, upper, factor in EPOCH_UNITS:
+        scaled = v * F.lit(factor) if factor else v / F.lit(1000)
+        micros = (F if micros is None else micros).when((v >= F.lit(lower)) & (v < F.lit(upper)), scaled)
+    return F.when(_is_number_token(value_text, number),
+                  F.timestamp_micros(F.floor(micros).cast("long")))
+
+
 def _looks_structured(text: Column) -> Column:
     return text.isin("true", "false") | text.startswith("{") | text.startswith("[")
 
@@ -352,6 +381,11 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column, names: 
     for f, id_text in id_texts.items():
         parsed = parsed.withColumn(n(f"_id_{f}"), F.when(F.col(n("_needs_number")), id_text))
     ids = {f: F.col(n(f"_id_{f}")) for f in id_texts}
+    # an event_time sent as a Unix time (a JSON number): its instant, where the number probe ran
+    parsed = parsed.withColumn(n("_epoch"), F.when(F.col(n("_needs_number")), _epoch_time(
+        raw["event_time"], num["event_time"], text)))
+    epoch = F.col(n("_epoch"))
+    event_time_number = F.coalesce(_is_number_token(raw["event_time"], num["event_time"]), F.lit(False))
     id_fields = [f for f in id_texts if f != "items"]
     etype = F.lower(F.trim(raw["event_type"]))
     if names:   # a source's own names for our event types: checked and stored as ours
@@ -381,10 +415,11 @@ def _route_topic(df: DataFrame, kind: str, max_bytes: int, mine: Column, names: 
              if not isinstance(f.dataType, T.StringType) and f.name not in schemas.AMOUNT_FIELDS
              and f.name != "items"]
     wrong += [(f, not_a_string(raw[f], num[f], [p[f] for p in probes])
-               & (ids[f].isNull() if f in id_fields else F.lit(True))) for f in strings]
+               & (ids[f].isNull() if f in id_fields else F.lit(True))
+               & (~event_time_number if f == "event_time" else F.lit(True))) for f in strings]
     event_time = F.upper(raw["event_time"])   # RFC 3339's lower-case t and z (Spark parses upper case)
-    invalid = [("event_time", event_time.isNotNull() & (~event_time.rlike(RFC3339)
-                                                        | F.try_to_timestamp(event_time).isNull()))]
+    invalid = [("event_time", event_time.isNotNull() & epoch.isNull()
+                & (event_time_number | ~event_time.rlike(RFC3339) | F.try_to_timestamp(event_time).isNull()))]
     invalid += [(f, raw[f].isNotNull() & ~F.trim(raw[f]).rlike(UUID_TEXT)) for f in UUID_FIELDS[kind]]
     if kind == "orders":
         required.append(("items", (etype == "order_created") & raw["items"].isNull()))
@@ -481,7 +516,7 @@ def _typed_columns(struct: str, payload: T.StructType) -> list[Column]:
     for f in payload.fields:
         c = F.col(f"{struct}.{f.name}")
         if f.name == "event_time":
-            c = F.try_to_timestamp(F.upper(c))
+            c = F.coalesce(F.col(f"{struct}_epoch"), F.try_to_timestamp(F.upper(c)))
         elif f.name in ID_FIELDS:
             c = F.coalesce(ids[f.name], c)
         elif f.name == "items":   # the ids of an item line sent as numbers
