@@ -279,7 +279,9 @@ def stream_phases(spark, conf, args, work: Path) -> dict:
     try:
         kafka.create_topics(list(TOPICS.values()))
         opts = StreamOptions(bootstrap_servers=kafka.bootstrap_servers, topics=TOPICS, checkpoint=work / "cp",
-                             trigger=args.trigger, starting_offsets="latest", max_offsets_per_trigger=500_000)
+                             trigger=args.trigger, starting_offsets="latest", max_offsets_per_trigger=500_000,
+                             **({"interpreted_below_records": args.interpreted_below_records}
+                                if args.interpreted_below_records is not None else {}))
         query, writer = start_bronze(spark, store, opts,   # the lag lookup, as jobs/bronze_stream.py does
                                      lambda: status.broker_latest_offsets(kafka.bootstrap_servers, list(TOPICS.values())))
         try:
@@ -392,6 +394,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-stream", action="store_true", help="only the fast-forward part")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--keep-event-log", type=Path, default=None, help="copy the Spark event log here")
+    p.add_argument("--interpreted-below-records", type=int, default=None,
+                   help="the stream's bronze.interpreted_below_records (default: the code's, 0)")
     p.add_argument("--driver-java-options", default=None,
                    help="spark.driver.extraJavaOptions for this run's driver JVM (e.g. JIT settings)")
     args = p.parse_args(argv)

@@ -4,10 +4,11 @@ and/or the code of a git revision (its `lib/` first on PYTHONPATH, from a tempor
 
     .venv/bin/python bench/jvm_settings.py [--rounds 2] [--seconds 30]
         [--a ""] [--b "-XX:TieredStopAtLevel=1"] [--a-rev REV] [--b-rev REV]
-        [-- extra freshness.py args]
+        [--a-args "freshness.py args"] [--b-args "..."] [-- extra freshness.py args of both]
 
-e.g. the code before a change against now, same JVM settings:
+e.g. the code before a change against now, same JVM settings; a stream setting of B's alone:
     .venv/bin/python bench/jvm_settings.py --a-rev HEAD~1 --b "" -- --warmup 120 --rates 700
+    .venv/bin/python bench/jvm_settings.py --b "" --b-args "--interpreted-below-records 5000" -- --rates 200 2000
 
 Each freshness run is a fresh process (a cold JVM: Spark's and Delta's paths are JIT-compiled
 while it runs). Prints, per setting, the median over rounds of: the 1-record batch median, the
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import os
+import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--b", default="-XX:TieredStopAtLevel=1", help="driver JVM options of setting B")
     p.add_argument("--a-rev", default=None, help="git revision whose lib/ variant A runs (default: this checkout)")
     p.add_argument("--b-rev", default=None, help="git revision whose lib/ variant B runs (default: this checkout)")
+    p.add_argument("--a-args", default="", help="bench/freshness.py arguments of variant A only (one string)")
+    p.add_argument("--b-args", default="", help="bench/freshness.py arguments of variant B only (one string)")
     p.add_argument("rest", nargs="*", help="more bench/freshness.py arguments (after --)")
     args = p.parse_args(argv)
     settings = {"A": args.a, "B": args.b}
@@ -87,7 +91,7 @@ def main(argv=None) -> int:
                     env["PYTHONPATH"] = os.pathsep.join([libs[name], *filter(None, [env.get("PYTHONPATH")])])
                 out = Path(tmp) / f"{name}-{rnd}.json"
                 cmd = [sys.executable, str(HERE / "freshness.py"), "--seconds", str(args.seconds),
-                       "--out", str(out), *args.rest]
+                       "--out", str(out), *args.rest, *shlex.split(getattr(args, name.lower() + "_args"))]
                 if opts:   # with "=": argparse would read a value starting with "-" as an option
                     cmd += [f"--driver-java-options={opts}"]
                 _say(f"round {rnd + 1}/{args.rounds}, variant {name} ({opts or 'JVM defaults'}, "

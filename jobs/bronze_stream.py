@@ -30,6 +30,7 @@ from pyspark.errors import StreamingQueryException
 from shopstream import config as cfg
 from shopstream import locations
 from shopstream import logs, status
+from shopstream.ingest import INTERPRETED_BELOW_RECORDS
 from shopstream.spark import build_session
 from shopstream.stores.base import make_store
 from shopstream.stream import CheckpointInUse, StreamOptions, data_loss_hint, start_bronze, stop_gracefully
@@ -74,7 +75,8 @@ def main(argv=None) -> int:
         max_record_bytes=int(conf.get("bronze.max_record_bytes")),
         fail_on_data_loss=str(conf.get("bronze.fail_on_data_loss", "true")).lower() == "true",
         isolation_level=str(conf.get("bronze.isolation_level", "read_committed")),
-        event_type_map=conf.get("bronze.event_type_map", {}))
+        event_type_map=conf.get("bronze.event_type_map", {}),
+        interpreted_below_records=int(conf.get("bronze.interpreted_below_records", INTERPRETED_BELOW_RECORDS)))
 
     def latest():
         return status.broker_latest_offsets(bootstrap, list(opts.topics.values()))

@@ -815,3 +815,100 @@ def test_a_batch_whose_successor_has_started_is_not_warmed(spark, tmp_path):
     w._latest_batch = 1                      # batch 1 has started when batch 0's side work runs
     w._warm(0, [(TABLES["clicks"], None)])
     assert warmed == ["bronze_clicks"]
+
+
+@pytest.fixture()
+def compiled_session(spark):
+    """The test session with Spark's default code generation (tests/conftest.py interprets)."""
+    keys = ("spark.sql.codegen.factoryMode", "spark.sql.codegen.wholeStage")
+    before = {k: spark.conf.get(k) for k in keys}
+    spark.conf.set("spark.sql.codegen.factoryMode", "FALLBACK")
+    spark.conf.set("spark.sql.codegen.wholeStage", "true")
+    yield spark
+    for k, v in before.items():
+        spark.conf.set(k, v)
+
+
+def test_a_stream_plans_the_batches_after_a_small_one_with_interpreted_expressions(compiled_session, tmp_path):
+    """Three micro-batches of 3, 3 and 8 records with the switch at 5: the first is planned with
+    generated code (whole-stage stages, `*(n)` in its plan); the two after a small batch are
+    planned interpreted, in the stream's own session; after the large one the session's own
+    settings are back. Every record lands either way."""
+    spark = compiled_session
+    src = tmp_path / "src"
+    sizes = [3, 3, 8]
+    offset = 0
+    for i, n in enumerate(sizes):
+        rows = [_rec("clicks", _with(CLICK, event_id=f"019a3e2c-0000-7000-8000-{offset + k:012d}"), offset + k)
+                for k in range(n)]
+        spark.createDataFrame(rows, KAFKA).coalesce(1).write.parquet(str(src / f"part={i}"))
+        offset += n
+    w = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "bronze-test", "run-1",
+                          interpreted_below_records=5)
+    w.ensure_tables()
+    seen = []
+
+    def batch(df, batch_id):
+        plan = spark.streams.active[0]._jsq.explainInternal(False)
+        seen.append(("*(" in plan, df.sparkSession.conf.get("spark.sql.codegen.factoryMode")))
+        w(df, batch_id)
+
+    stream = (spark.readStream.schema(KAFKA).option("maxFilesPerTrigger", 1)
+              .parquet(str(src / "part=*")).writeStream.foreachBatch(batch)
+              .option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start())
+    stream.awaitTermination(300)
+    assert seen == [(True, "FALLBACK"), (False, "NO_CODEGEN"), (False, "NO_CODEGEN")]
+    assert [r.input_records["clicks"] for r in w.results] == sizes
+    assert w.store.read("bronze_clicks").count() == sum(sizes)
+    assert not w.interpreted and spark.conf.get("spark.sql.codegen.wholeStage") == "true"
+
+
+def test_the_switch_to_interpreted_expressions_can_be_turned_off_and_refuses_a_negative(compiled_session, tmp_path):
+    spark = compiled_session
+    w = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "bronze-test", "run-1",
+                          interpreted_below_records=0)
+    w.ensure_tables()
+    w(spark.createDataFrame([_rec("clicks", CLICK, 0)], KAFKA), 0)
+    assert not w.interpreted and spark.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
+    with pytest.raises(ValueError, match="interpreted_below_records"):
+        BronzeBatchWriter(w.store, TOPICS, 1024, "bronze-test", "run-1", interpreted_below_records=-1)
+
+
+def test_a_small_batch_with_a_backlog_behind_it_keeps_generated_code(compiled_session, tmp_path):
+    """The records already waiting behind a batch (its lag, asked from the broker during the
+    MERGEs) are the next batch's at least: a 1-record batch with 97 records behind it does not
+    switch to interpreted expressions at 5; once nothing waits, the next small one does."""
+    spark = compiled_session
+    latest = {"clicks": {"0": 100}}
+    w = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "bronze-test", "run-1",
+                          latest_offsets=lambda: latest, interpreted_below_records=5)
+    w.ensure_tables()
+    w(spark.createDataFrame([_rec("clicks", CLICK, 2)], KAFKA), 0)
+    assert w.results[-1].lag == 97 and not w.interpreted
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
+    latest = {"clicks": {"0": 4}}
+    w(spark.createDataFrame([_rec("clicks", CLICK, 3)], KAFKA), 1)
+    assert w.results[-1].lag == 0 and w.interpreted
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+
+
+def test_a_batch_lag_counts_from_where_each_partition_was_read_not_from_offset_zero(spark, tmp_path):
+    """The lag of a batch is what the broker holds beyond the offsets read, per partition. A
+    partition that sent nothing to this batch keeps its position from an earlier batch; one that
+    never sent a record to this process was read to the broker's end when the batch was planned,
+    so its lag counts from the broker's offset at the first answer. By hand: batch 0 reads click
+    2 (clicks at 3 of 4; orders unseen at 50) -> 1; batch 1 reads click 3 while 3 orders arrive
+    -> 3; batch 2 reads order 52 while 2 clicks arrive -> 2. (Counted from 0, as before, the
+    three were 51, 53 and 6.)"""
+    latest = {}
+    w = BronzeBatchWriter(DeltaStore(spark, tmp_path / "wh"), TOPICS, 1024, "bronze-test", "run-1",
+                          latest_offsets=lambda: latest, interpreted_below_records=0)
+    w.ensure_tables()
+    steps = [({"orders": {"0": 50}, "clicks": {"0": 4}}, _rec("clicks", CLICK, 2), 1),
+             ({"orders": {"0": 53}, "clicks": {"0": 4}}, _rec("clicks", _with(CLICK, event_id="019a3e2c-0000-7000-8000-000000000003"), 3), 3),
+             ({"orders": {"0": 53}, "clicks": {"0": 6}}, _rec("orders", ORDER, 52), 2)]
+    for batch_id, (broker, record, expected) in enumerate(steps):
+        latest = broker
+        w(spark.createDataFrame([record], KAFKA), batch_id)
+        assert w.results[-1].lag == expected, batch_id
+    assert [r["lag"] for r in w.store.read("bronze_batches").orderBy("batch_id").collect()] == [1, 3, 2]

@@ -41,6 +41,18 @@ from shopstream import bronze, schemas
 from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn, literal_rows
 
 FAULT_ENV = "SHOPSTREAM_FAULT_KILL"
+# Spark's own switches between generated and interpreted expression code (the second is what
+# Spark's test suites run; both give the same rows)
+_CODEGEN_KEYS = ("spark.sql.codegen.factoryMode", "spark.sql.codegen.wholeStage")
+_INTERPRETED = {"spark.sql.codegen.factoryMode": "NO_CODEGEN", "spark.sql.codegen.wholeStage": "false"}
+_COMPILED = {"spark.sql.codegen.factoryMode": "FALLBACK", "spark.sql.codegen.wholeStage": "true"}
+# below this many records in a micro-batch (and waiting behind it), the next one runs with
+# interpreted expressions (conf bronze.interpreted_below_records; 0: never, the default). A small
+# batch's routing spends most of its CPU generating code for each task's projections: at a steady
+# 200 events/s on a cold JVM, 5,000 cut the batch median by ~25%; but a jump to 2,000 events/s on
+# a machine near its limit ran 1.1-1.5x slower in the minute after it (bench/jvm_settings.py,
+# README "Benchmarks"), so it is a setting for a steady, small stream, not a default
+INTERPRETED_BELOW_RECORDS = 0
 
 
 def _fault_point(text: str | None) -> tuple[int, int] | None:
@@ -94,7 +106,8 @@ class BronzeBatchWriter:
 
     def __init__(self, store: Store, topics: dict[str, str], max_record_bytes: int,
                  query_name: str, run_id: str, latest_offsets=None,
-                 event_types: dict[str, dict[str, str]] | None = None) -> None:
+                 event_types: dict[str, dict[str, str]] | None = None,
+                 interpreted_below_records: int = INTERPRETED_BELOW_RECORDS) -> None:
         self.store = store
         self.topics = dict(topics)
         self.max_record_bytes = max_record_bytes
@@ -117,6 +130,33 @@ class BronzeBatchWriter:
         # does not read a table's state every batch to know whether it is due for compaction
         self._files: dict[tuple[str, date | None], int | None] = {}
         self._compacting = threading.Lock()
+        # the next offset per topic partition after every batch of this process (and the broker's
+        # offset for a partition first seen without records), the base of each batch's lag
+        self._positions: dict[str, dict[str, int]] = {}
+        if interpreted_below_records < 0:
+            raise ValueError(f"bronze.interpreted_below_records must be 0 (never) or more, not {interpreted_below_records}")
+        self.interpreted_below_records = interpreted_below_records
+        # the session's own code generation settings, which a large batch restores
+        self._compiled = {k: store.spark.conf.get(k, _COMPILED[k]) for k in _CODEGEN_KEYS}
+        self.interpreted = False
+
+    def _choose_code(self, batch_df: DataFrame, records: int, waiting: int = 0) -> None:
+        """Interpreted expressions for the batches after a small one, the session's own settings
+        after a large one. Set on the batch's session, which a stream keeps from batch to batch and
+        plans the next batch's read and routing with, and on the store's (the MERGEs, side work).
+        The next batch's size is guessed from this one's and from the records already waiting
+        behind it (`waiting`, the lag asked during the MERGEs): a rate changes slowly, and a backlog
+        is seen before it is read."""
+        interpreted = max(records, waiting) < self.interpreted_below_records
+        if records == 0 or interpreted == self.interpreted:
+            return
+        self.interpreted = interpreted
+        settings = _INTERPRETED if interpreted else self._compiled
+        log.info("bronze batch of %d record(s), %d waiting: the next batches run with %s expressions",
+                 records, waiting, "interpreted" if interpreted else "generated")
+        for session in {id(s): s for s in (batch_df.sparkSession, self.store.spark)}.values():
+            for key, value in settings.items():
+                session.conf.set(key, value)
 
     def ensure_tables(self) -> None:
         for spec in (*TABLES.values(), BATCHES):
@@ -197,9 +237,13 @@ class BronzeBatchWriter:
                     source = bronze.dedupe_on_ingestion_id(source)
                 writes.append((TABLES[dest], source, MergeBounds(tuple(sorted(s["dates"])), s["min_id"], s["max_id"])))
 
+            for topic, offs in end_offsets.items():
+                known = self._positions.setdefault(topic, {})
+                for part, off in offs.items():
+                    known[part] = max(known.get(part, 0), off)
             # the broker's latest offsets are asked while the tables are written (a network round
             # trip, ~60 ms, that no longer adds to the batch)
-            lag_future = self._side_pool.submit(self._lag, end_offsets)
+            lag_future = self._side_pool.submit(self._lag, {t: dict(p) for t, p in self._positions.items()})
 
             def committed(_table: str) -> None:
                 nonlocal commits
@@ -227,7 +271,12 @@ class BronzeBatchWriter:
             routed.unpersist()
         counts = {d: (stats[d]["n"] if d in stats else 0) for d in bronze.DESTS}
         lap("unpersist", "lag")
-        lag = lag_future.result()
+        lag, first_seen = lag_future.result()
+        for topic, offs in first_seen.items():
+            for part, off in offs.items():
+                self._positions.setdefault(topic, {}).setdefault(part, off)
+        # the records already waiting behind this batch are the next batch's at least
+        self._choose_code(batch_df, sum(counts.values()), lag or 0)
         lap("lag", "ledger")
         result = BatchResult(batch_id, counts, duplicates, inserted, int((time.monotonic() - t0) * 1000),
                              skipped, end_offsets, lag, timings)
@@ -306,18 +355,31 @@ class BronzeBatchWriter:
             self._compacting.release()
         return compacted
 
-    def _lag(self, end_offsets: dict[str, dict[str, int]]) -> int | None:
+    def _lag(self, positions: dict[str, dict[str, int]]) -> tuple[int | None, dict[str, dict[str, int]]]:
+        """Records on the broker beyond `positions` (topic -> partition -> next offset, of every
+        batch this writer ran), and the partitions it had not seen yet with the broker's offset.
+        A partition that sent no record to any batch of this process was read up to the broker's
+        end when its batch was planned: its lag counts from its offset at this first answer (it
+        counted from 0 before, so a batch of clicks reported every order ever sent as lag)."""
         if self.latest_offsets is None:
-            return None
+            return None, {}
         try:
             latest = self.latest_offsets()
         except Exception as exc:   # noqa: BLE001 - the broker may be unreachable; lag is then unknown
             log.warning("bronze: cannot read the broker's latest offsets for the lag: %s", exc)
-            return None
+            return None, {}
         if latest is None:
-            return None
-        return sum(max(0, off - end_offsets.get(topic, {}).get(part, 0))
-                   for topic, parts in latest.items() for part, off in parts.items())
+            return None, {}
+        lag = 0
+        first_seen: dict[str, dict[str, int]] = {}
+        for topic, parts in latest.items():
+            for part, off in parts.items():
+                done = positions.get(topic, {}).get(part)
+                if done is None:
+                    first_seen.setdefault(topic, {})[part] = off
+                else:
+                    lag += max(0, off - done)
+        return lag, first_seen
 
     def _record(self, r: BatchResult, started_at: datetime, txn: Txn) -> None:
         ins = {d: (v or 0) for d, v in r.inserted.items()}

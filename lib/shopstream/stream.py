@@ -14,7 +14,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from shopstream import bronze, locations
-from shopstream.ingest import BronzeBatchWriter
+from shopstream.ingest import INTERPRETED_BELOW_RECORDS, BronzeBatchWriter
 from shopstream.spark import local_cores
 from shopstream.stores.base import Store
 
@@ -112,6 +112,9 @@ class StreamOptions:
     isolation_level: str = "read_committed"
     # a source's own event type names per topic (conf bronze.event_type_map; bronze.event_type_map())
     event_type_map: dict = field(default_factory=dict)
+    # after a micro-batch of fewer records, the next runs with interpreted expressions (0: never;
+    # conf bronze.interpreted_below_records; ingest.INTERPRETED_BELOW_RECORDS)
+    interpreted_below_records: int = INTERPRETED_BELOW_RECORDS
 
     def __post_init__(self) -> None:
         self.event_type_map = bronze.event_type_map(self.event_type_map)
@@ -148,7 +151,8 @@ def start_bronze(spark: SparkSession, store: Store, opts: StreamOptions, latest_
     lock = CheckpointLock(opts.checkpoint)
     try:
         writer = BronzeBatchWriter(store, opts.topics, opts.max_record_bytes, opts.query_name,
-                                   run_id_for(spark, opts.checkpoint), latest_offsets, opts.event_type_map)
+                                   run_id_for(spark, opts.checkpoint), latest_offsets, opts.event_type_map,
+                                   opts.interpreted_below_records)
         writer.checkpoint_lock = lock
         writer.ensure_tables()
     except BaseException:
