@@ -829,6 +829,7 @@ def compiled_session(spark):
         spark.conf.set(k, v)
 
 
+@pytest.mark.spark35   # a Spark-internal setting, and the lag, on both Spark lines
 def test_a_stream_plans_the_batches_after_a_small_one_with_interpreted_expressions(compiled_session, tmp_path):
     """Three micro-batches of 3, 3 and 8 records with the switch at 5: the first is planned with
     generated code (whole-stage stages, `*(n)` in its plan); the two after a small batch are
@@ -892,6 +893,7 @@ def test_a_small_batch_with_a_backlog_behind_it_keeps_generated_code(compiled_se
     assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
 
 
+@pytest.mark.spark35   # a Spark-internal setting, and the lag, on both Spark lines
 def test_a_batch_lag_counts_from_where_each_partition_was_read_not_from_offset_zero(spark, tmp_path):
     """The lag of a batch is what the broker holds beyond the offsets read, per partition. A
     partition that sent nothing to this batch keeps its position from an earlier batch; one that
