@@ -37,15 +37,13 @@ from datetime import date, datetime, timezone
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from shopstream import bronze, schemas
+from shopstream import bronze, schemas, status
 from shopstream.stores.base import MergeBounds, Store, TableSpec, Txn, literal_rows
 
 FAULT_ENV = "SHOPSTREAM_FAULT_KILL"
-# Spark's own switches between generated and interpreted expression code (the second is what
-# Spark's test suites run; both give the same rows)
-_CODEGEN_KEYS = ("spark.sql.codegen.factoryMode", "spark.sql.codegen.wholeStage")
+# Spark's own switches to interpreted expression code (what Spark's test suites run; the rows
+# are the same as with generated code)
 _INTERPRETED = {"spark.sql.codegen.factoryMode": "NO_CODEGEN", "spark.sql.codegen.wholeStage": "false"}
-_COMPILED = {"spark.sql.codegen.factoryMode": "FALLBACK", "spark.sql.codegen.wholeStage": "true"}
 # below this many records in a micro-batch (and waiting behind it), the next one runs with
 # interpreted expressions (conf bronze.interpreted_below_records; 0: never, the default). A small
 # batch's routing spends most of its CPU generating code for each task's projections: at a steady
@@ -137,7 +135,7 @@ class BronzeBatchWriter:
             raise ValueError(f"bronze.interpreted_below_records must be 0 (never) or more, not {interpreted_below_records}")
         self.interpreted_below_records = interpreted_below_records
         # the session's own code generation settings, which a large batch restores
-        self._compiled = {k: store.spark.conf.get(k, _COMPILED[k]) for k in _CODEGEN_KEYS}
+        self._compiled = {k: store.spark.conf.get(k) for k in _INTERPRETED}
         self.interpreted = False
 
     def _choose_code(self, batch_df: DataFrame, records: int, waiting: int = 0) -> None:
@@ -237,13 +235,11 @@ class BronzeBatchWriter:
                     source = bronze.dedupe_on_ingestion_id(source)
                 writes.append((TABLES[dest], source, MergeBounds(tuple(sorted(s["dates"])), s["min_id"], s["max_id"])))
 
-            for topic, offs in end_offsets.items():
-                known = self._positions.setdefault(topic, {})
-                for part, off in offs.items():
-                    known[part] = max(known.get(part, 0), off)
+            status.advance(self._positions, end_offsets)
             # the broker's latest offsets are asked while the tables are written (a network round
-            # trip, ~60 ms, that no longer adds to the batch)
-            lag_future = self._side_pool.submit(self._lag, {t: dict(p) for t, p in self._positions.items()})
+            # trip, ~60 ms, that no longer adds to the batch); nothing else touches the positions
+            # until its answer is taken below
+            lag_future = self._side_pool.submit(self._lag)
 
             def committed(_table: str) -> None:
                 nonlocal commits
@@ -271,10 +267,7 @@ class BronzeBatchWriter:
             routed.unpersist()
         counts = {d: (stats[d]["n"] if d in stats else 0) for d in bronze.DESTS}
         lap("unpersist", "lag")
-        lag, first_seen = lag_future.result()
-        for topic, offs in first_seen.items():
-            for part, off in offs.items():
-                self._positions.setdefault(topic, {}).setdefault(part, off)
+        lag = lag_future.result()
         # the records already waiting behind this batch are the next batch's at least
         self._choose_code(batch_df, sum(counts.values()), lag or 0)
         lap("lag", "ledger")
@@ -355,31 +348,25 @@ class BronzeBatchWriter:
             self._compacting.release()
         return compacted
 
-    def _lag(self, positions: dict[str, dict[str, int]]) -> tuple[int | None, dict[str, dict[str, int]]]:
-        """Records on the broker beyond `positions` (topic -> partition -> next offset, of every
-        batch this writer ran), and the partitions it had not seen yet with the broker's offset.
-        A partition that sent no record to any batch of this process was read up to the broker's
-        end when its batch was planned: its lag counts from its offset at this first answer (it
-        counted from 0 before, so a batch of clicks reported every order ever sent as lag)."""
+    def _lag(self) -> int | None:
+        """Records on the broker beyond the positions this writer's batches read to. A partition
+        that sent no record to any batch of this process was read up to the broker's end when its
+        batch was planned: it starts at the broker's offset of this first answer (it counted from
+        0 before, so a batch of clicks reported every order ever sent as lag)."""
         if self.latest_offsets is None:
-            return None, {}
+            return None
         try:
             latest = self.latest_offsets()
         except Exception as exc:   # noqa: BLE001 - the broker may be unreachable; lag is then unknown
             log.warning("bronze: cannot read the broker's latest offsets for the lag: %s", exc)
-            return None, {}
+            return None
         if latest is None:
-            return None, {}
-        lag = 0
-        first_seen: dict[str, dict[str, int]] = {}
+            return None
         for topic, parts in latest.items():
+            known = self._positions.setdefault(topic, {})
             for part, off in parts.items():
-                done = positions.get(topic, {}).get(part)
-                if done is None:
-                    first_seen.setdefault(topic, {})[part] = off
-                else:
-                    lag += max(0, off - done)
-        return lag, first_seen
+                known.setdefault(part, off)
+        return sum(status.lag_per_topic(latest, self._positions).values())
 
     def _record(self, r: BatchResult, started_at: datetime, txn: Txn) -> None:
         ins = {d: (v or 0) for d, v in r.inserted.items()}

@@ -107,6 +107,15 @@ def _offsets(value) -> Offsets:
         return {}
 
 
+def advance(positions: Offsets, offsets: Offsets) -> Offsets:
+    """Raise `positions` in place to `offsets` where those are further on (per partition)."""
+    for t, parts in offsets.items():
+        known = positions.setdefault(t, {})
+        for p, o in parts.items():
+            known[p] = max(known.get(p, 0), o)
+    return positions
+
+
 def lag_per_topic(latest: Offsets, processed: Offsets) -> dict[str, int]:
     return {t: sum(max(0, o - processed.get(t, {}).get(p, 0)) for p, o in parts.items())
             for t, parts in latest.items()}
@@ -184,11 +193,9 @@ def status_rows(batches: list, latest: Offsets | None, now: datetime) -> list[di
     cutoff = now - timedelta(hours=1)
     for b in sorted(batches, key=lambda b: b["started_at"]):
         offs = _offsets(b.get("end_offsets"))
-        for t, parts in offs.items():
-            for p, o in parts.items():
-                processed.setdefault(t, {})[p] = max(processed.get(t, {}).get(p, 0), o)
-                if b["started_at"] < cutoff:
-                    hour_ago.setdefault(t, {})[p] = max(hour_ago.get(t, {}).get(p, 0), o)
+        advance(processed, offs)
+        if b["started_at"] < cutoff:
+            advance(hour_ago, offs)
     last = max(batches, key=lambda b: b["started_at"]) if batches else None
     topics = sorted(set(processed) | set(latest or {}))
     lag = lag_per_topic(latest, processed) if latest is not None else {}
