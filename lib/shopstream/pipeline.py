@@ -204,8 +204,8 @@ def _report_too_old(audit: list, max_event_age_days: int) -> None:
     counts = {src: sum(r["too_old"] for r in rows if r["source"] == src) for src in ("orders", "clicks")}
     first = min(r["too_old_first"] for r in rows)
     last = max(r["too_old_last"] for r in rows)
-    ingested = max(r["event_date"] for r in rows)
-    days = (ingested - first).days + 1
+    ingested = sorted({r["event_date"] for r in rows})   # the run's ingest dates that had them
+    days = (ingested[-1] - first).days + 1                # the window from `first` to the last of them
     log.warning(
         "silver: %d order event(s) and %d click(s) ingested on %s had event dates %s..%s, more than "
         "silver.max_event_age_days (%d) before their Kafka timestamps: rejected as event_time_out_of_range "
@@ -214,9 +214,8 @@ def _report_too_old(audit: list, max_event_age_days: int) -> None:
         "or take it in where it is: set silver.max_event_age_days = %d in conf (or SHOPSTREAM__SILVER__MAX_EVENT_AGE_DAYS) "
         "and keep it, run silver --start %s --end %s --late-days %d, silver again for the ingest date(s) %s, "
         "then gold for the history's dates",
-        counts["orders"], counts["clicks"], ", ".join(sorted({str(r["event_date"]) for r in rows})),
-        first, last, max_event_age_days, days + 1, first, last, days,
-        ", ".join(sorted({str(r["event_date"]) for r in rows})))
+        counts["orders"], counts["clicks"], ", ".join(map(str, ingested)), first, last, max_event_age_days,
+        days + 1, first, last, days, ", ".join(map(str, ingested)))
 
 
 def ensure_silver_tables(store: Store) -> None:
