@@ -49,6 +49,15 @@ def _sales(store):
         F.sum("cancelled_gmv_usd").alias("cancelled"), F.sum("net_revenue_usd").alias("net")).collect()}
 
 
+def _every_bronze_row_counted_once(store):
+    """The reconcile job's identity over every silver_audit row, per source."""
+    audit = store.read("silver_audit").collect()
+    for source, table in (("orders", "bronze_orders"), ("clicks", "bronze_clicks")):
+        counted = sum(r.written + r.rejected + r.duplicates + r.out_of_range + r.outside_window - r.taken_in_late
+                      for r in audit if r.source == source)
+        assert counted == store.read(table).count(), source
+
+
 def test_a_2019_day_of_usd_orders_without_checkout_events_and_no_fx_rows(spark, store):
     """The first real-data failure: every order rejected for want of an FX row; conversion 0%."""
     day = date(2019, 10, 1)
@@ -281,12 +290,7 @@ def test_every_bronze_row_ends_somewhere_after_its_ingest_dates_run(spark, store
     assert late["event_id"] in {r.event_id for r in store.read("silver_clicks").collect()}
     audit = {(r.event_date, r.source): r for r in store.read("silver_audit").collect()}
     assert audit[(date(2026, 10, 25), "clicks")].taken_in_late == 1
-    # every bronze row is counted exactly once (the reconcile job's identity)
-    for source, table in (("orders", "bronze_orders"), ("clicks", "bronze_clicks")):
-        rows = [r for (_, s), r in audit.items() if s == source]
-        counted = sum(r.written + r.rejected + r.duplicates + r.out_of_range + r.outside_window - r.taken_in_late
-                      for r in rows)
-        assert counted == store.read(table).count(), source
+    _every_bronze_row_counted_once(store)
 
 
 def test_a_2019_history_sent_today_is_named_with_the_way_to_take_it_in_and_that_way_works(spark, store, caplog):
@@ -325,12 +329,7 @@ def test_a_2019_history_sent_today_is_named_with_the_way_to_take_it_in_and_that_
     funnel = store.read("gold_daily_funnel").where(F.col("session_date") == history).collect()
     assert [(r.sessions, r.purchasing_sessions, r.add_to_cart_sessions) for r in funnel] == [(1, 1, 1)]
     assert [r.order_id for r in store.read("silver_orders").collect()] == [o["order_id"]]
-    audit = store.read("silver_audit").collect()
-    for source, table in (("orders", "bronze_orders"), ("clicks", "bronze_clicks")):
-        rows = [r for r in audit if r.source == source]
-        counted = sum(r.written + r.rejected + r.duplicates + r.out_of_range + r.outside_window - r.taken_in_late
-                      for r in rows)
-        assert counted == store.read(table).count(), source
+    _every_bronze_row_counted_once(store)
 
 
 @pytest.mark.slow
